@@ -1,0 +1,3 @@
+from pimmi.cli import run
+
+run()

@@ -1,0 +1,311 @@
+"""The command line: parses options, calls the library, turns its errors into one-line messages.
+
+Data goes to stdout (or -o), people's messages and progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from pimmi import __version__
+from pimmi.settings import Settings, SettingsError, config_text, load_settings, option_name, setting_fields
+
+log = logging.getLogger("pimmi")
+MAX_ERRORS_SHOWN = 30
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pimmi",
+        description="Find copies of images, total or partial, in large corpora, and cluster them.",
+        epilog="Every configuration key is also a global option placed before the command, "
+        "e.g. 'pimmi --nb-threads 2 fill IMAGES INDEX' ('pimmi config-params' lists them).",
+    )
+    p.add_argument("--version", action="version", version=f"pimmi {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr (-vv: debug)")
+    p.add_argument("--silent", action="store_true", help="no progress bars nor summaries")
+    for f in setting_fields():
+        p.add_argument(
+            f"--{option_name(f.name)}", dest=f"setting_{f.name}", default=None, metavar="VALUE", help=argparse.SUPPRESS
+        )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("fill", help="extract features of the images in IMAGE_DIR and index them in INDEX_DIR")
+    c.add_argument("image_dir")
+    c.add_argument("index_dir", help="the workspace folder (created if needed)")
+    c.add_argument("-e", "--erase", action="store_true", help="start over: drop the existing workspace content")
+    c.add_argument("-f", "--force", action="store_true", help="accepted for PIMMI compatibility (pimmi never prompts)")
+    c.add_argument("-n", "--nb-img", type=int, help="only the first N images (sorted by path)")
+    c.add_argument("--index-type", dest="setting_index_type", help="FAISS factory string (default: auto)")
+    _config_option(c)
+
+    c = sub.add_parser(
+        "query",
+        help="find, for each image of IMAGE_DIR, its copies among the indexed images",
+        epilog="Output columns: " + ", ".join(_query_columns()),
+    )
+    c.add_argument("image_dir")
+    c.add_argument("index_dir")
+    c.add_argument("-o", "--output", help="CSV file to write (default: stdout)")
+    c.add_argument("--output-template", help="write one CSV per pack of images, e.g. 'out/mining_{}.csv'")
+    c.add_argument(
+        "--nb-per-file",
+        "--nb-per-split",
+        dest="nb_per_file",
+        type=int,
+        default=10000,
+        help="images per pack (pack_id column, and files with --output-template)",
+    )
+    c.add_argument("-n", "--nb-img", type=int, help="only the first N images (sorted by path)")
+    _config_option(c)
+
+    c = sub.add_parser(
+        "clusters",
+        help="cluster the images from their verified matches",
+        epilog="Output columns: path, image_id, nb_points, degree, cluster_id, quality",
+    )
+    c.add_argument("index_dir")
+    c.add_argument("query_csv", nargs="?", help="query CSV, glob or template (default: matches in the workspace)")
+    c.add_argument("-o", "--output", help="CSV file to write (default: stdout)")
+    c.add_argument("--algo", dest="setting_algo", help="components (default), louvain or leiden")
+    c.add_argument("--nb-match-ransac", dest="setting_nb_match_ransac", help="least inliers for an edge")
+    _config_option(c)
+
+    c = sub.add_parser("viz", help="write the JSON graph that PIMMI's viewer reads")
+    c.add_argument("index_dir")
+    c.add_argument("clusters_csv")
+    c.add_argument("-o", "--output", help="JSON file to write (default: stdout)")
+    c.add_argument("query_csv", nargs="?", help="query CSV (default: matches in the workspace)")
+
+    c = sub.add_parser("eval", help="precision, recall and F1 of clusters against a truth column")
+    c.add_argument("file")
+    c.add_argument("--predicted-column", default="cluster_id")
+    c.add_argument("--truth-column", default="truth")
+    c.add_argument("--query-column", default=None, help="rows whose value is 'original' are queries")
+    c.add_argument("--ignore-missing", action="store_true", help="leave out rows with no predicted cluster")
+    c.add_argument("--csv", action="store_true", help="print CSV instead of text")
+
+    c = sub.add_parser("create-config", help="write a configuration file with every key, its default and help")
+    c.add_argument("path")
+    sub.add_parser("config-params", help="list the configuration keys (usable as global options)")
+    return p
+
+
+def _config_option(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--config-path", help="YAML configuration file ('pimmi create-config' writes one)")
+
+
+def _query_columns() -> list[str]:
+    from pimmi.query import csv_columns
+
+    return csv_columns()
+
+
+def resolve_settings(args: argparse.Namespace) -> Settings:
+    overrides = {k[len("setting_") :]: v for k, v in vars(args).items() if k.startswith("setting_") and v is not None}
+    settings = load_settings(getattr(args, "config_path", None), overrides)
+    log.info("settings: %s", settings.to_dict())
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.silent)
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("pimmi: interrupted; what was done is saved, run the same command again to resume", file=sys.stderr)
+        return 130
+    except (SettingsError, FileNotFoundError, ValueError, OSError) as e:
+        print(f"pimmi: error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        from pimmi.workspace import WorkspaceError
+
+        if isinstance(e, WorkspaceError):
+            print(f"pimmi: error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _setup_logging(verbose: int, silent: bool) -> None:
+    level = logging.ERROR if silent else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("pimmi: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.silent:
+        print(text, file=sys.stderr)
+
+
+def cmd_fill(args: argparse.Namespace) -> int:
+    from pimmi.fill import fill
+
+    settings = resolve_settings(args)
+    t0 = time.perf_counter()
+    r = fill(args.image_dir, args.index_dir, settings, erase=args.erase, nb_img=args.nb_img, progress=not args.silent)
+    for path, reason in r.errors[:MAX_ERRORS_SHOWN]:
+        _say(args, f"pimmi: skipped {path}: {reason}")
+    if len(r.errors) > MAX_ERRORS_SHOWN:
+        _say(
+            args,
+            f"pimmi: ... and {len(r.errors) - MAX_ERRORS_SHOWN} more unusable images "
+            f"(status 'error' in {Path(args.index_dir) / 'pimmi.sqlite'})",
+        )
+    _say(
+        args,
+        f"pimmi fill: {r.listed} images listed, {r.extracted} extracted, {r.duplicates} exact duplicates, "
+        f"{len(r.errors)} unusable; index {r.index_type}: {r.index_points} descriptors of "
+        f"{r.indexed_images} images ({time.perf_counter() - t0:.1f} s)",
+    )
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from pimmi.query import QueryStats, csv_columns, csv_row, query
+
+    settings = resolve_settings(args)
+    stats = QueryStats()
+    t0 = time.perf_counter()
+    matches = query(
+        args.image_dir,
+        args.index_dir,
+        settings,
+        nb_img=args.nb_img,
+        nb_per_pack=args.nb_per_file,
+        progress=not args.silent,
+        stats=stats,
+    )
+    rows = (csv_row(m) for m in matches)
+    if args.output_template:
+        _write_packs(args.output_template, csv_columns(), rows)
+    else:
+        _write_csv(args.output, csv_columns(), rows)
+    _say(
+        args,
+        f"pimmi query: {stats.queried} images queried, {stats.matches} matches "
+        f"({stats.verified_pairs} pairs verified, {time.perf_counter() - t0:.1f} s)",
+    )
+    return 0
+
+
+def cmd_clusters(args: argparse.Namespace) -> int:
+    from pimmi.clusters import clusters, csv_columns, expand_csv_argument, read_match_csv
+    from pimmi.workspace import Workspace
+
+    settings = resolve_settings(args)
+    with Workspace(args.index_dir, create=False) as ws:
+        images = {r.id: r for r in ws.images()}
+        edges = read_match_csv(expand_csv_argument(args.query_csv)) if args.query_csv else ws.match_edges()
+    rows = clusters(edges, images, settings.nb_match_ransac, settings.algo)
+    _write_csv(args.output, csv_columns(), ([getattr(r, c) for c in csv_columns()] for r in rows))
+    n_clusters = len({r.cluster_id for r in rows})
+    _say(args, f"pimmi clusters: {n_clusters} clusters of {len(rows)} images")
+    return 0
+
+
+def cmd_viz(args: argparse.Namespace) -> int:
+    from pimmi.clusters import expand_csv_argument, read_match_csv
+    from pimmi.viz import viz_json
+    from pimmi.workspace import Workspace
+
+    with Workspace(args.index_dir, create=False) as ws:
+        images = {r.id: r for r in ws.images()}
+        edges = read_match_csv(expand_csv_argument(args.query_csv)) if args.query_csv else ws.match_edges()
+    text = viz_json(args.clusters_csv, edges, images)
+    if args.output:
+        _atomic_write_text(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pimmi.evaluate import evaluate
+
+    scores = evaluate(args.file, args.truth_column, args.predicted_column, args.query_column, args.ignore_missing)
+    if args.csv:
+        w = csv.writer(sys.stdout)
+        w.writerow(["metric", "value"])
+        for k, v in scores.items():
+            w.writerow([k, f"{v:.4f}"])
+    else:
+        for k, v in scores.items():
+            print(f"{k}: {v:.4f}")
+    return 0
+
+
+def cmd_create_config(args: argparse.Namespace) -> int:
+    _atomic_write_text(args.path, config_text())
+    _say(args, f"pimmi: wrote {args.path}")
+    return 0
+
+
+def cmd_config_params(args: argparse.Namespace) -> int:
+    defaults = Settings()
+    for f in setting_fields():
+        print(f"--{option_name(f.name)} (default {getattr(defaults, f.name)!r}): {f.metadata['help']}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "fill": cmd_fill,
+    "query": cmd_query,
+    "clusters": cmd_clusters,
+    "viz": cmd_viz,
+    "eval": cmd_eval,
+    "create-config": cmd_create_config,
+    "config-params": cmd_config_params,
+}
+
+
+def _write_csv(path: str | None, header: list[str], rows: Iterable[list]) -> None:
+    if path is None:
+        w = csv.writer(sys.stdout)
+        w.writerow(header)
+        w.writerows(rows)
+        sys.stdout.flush()
+        return
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _write_packs(template: str, header: list[str], rows: Iterable[list]) -> None:
+    """One CSV per pack of query images; the template's ``{}`` (or a suffix) takes the pack number."""
+    if "{}" not in template:
+        template = template.removesuffix(".csv") + "_{}.csv"
+    pack_col = header.index("pack_id")
+    packs: dict[int, list[list]] = {}
+    for row in rows:
+        packs.setdefault(row[pack_col], []).append(row)
+    for pack, pack_rows in sorted(packs.items()):
+        _write_csv(template.replace("{}", f"{pack:06d}"), header, pack_rows)
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    Path(tmp).write_text(text)
+    os.replace(tmp, path)
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Where parallel work runs: one small interface, so that a Dask client can stand in for the local pool.
+
+A stage hands an ``Executor`` a picklable module-level function and an iterable of work
+items, and reads the results back in the order of the items.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Executor(Protocol):
+    def map(self, fn: Callable[[T], R], items: Iterable[T], chunksize: int = 1) -> Iterator[R]:
+        """Results of ``fn`` on each item, lazily, in the items' order."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SerialExecutor:
+    """Runs everything in this process: for one worker, tests and debugging."""
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T], chunksize: int = 1) -> Iterator[R]:
+        return map(fn, items)
+
+    def close(self) -> None:
+        pass
+
+
+def _worker_init() -> None:
+    # Ctrl-C is the parent's to handle: it saves what is done, then stops the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core already
+
+
+class ProcessExecutor:
+    """A local pool of worker processes (forkserver: safe beside FAISS's OpenMP threads)."""
+
+    def __init__(self, workers: int):
+        ctx = multiprocessing.get_context("forkserver")
+        self.pool = ctx.Pool(workers, initializer=_worker_init)
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T], chunksize: int = 1) -> Iterator[R]:
+        return self.pool.imap(fn, items, chunksize)
+
+    def close(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
+
+
+def local_executor(workers: int) -> Executor:
+    return SerialExecutor() if workers <= 1 else ProcessExecutor(workers)

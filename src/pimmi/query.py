@@ -1,0 +1,437 @@
+"""`pimmi query`: for every image, the indexed images it is a copy of, verified geometrically.
+
+For a batch of query images: RootSIFT descriptors (and their mirrored twins) are searched in
+the index; a neighbour is kept when it is much closer than the farthest neighbour retrieved
+(the background), the number of neighbours growing while that farthest one is still close
+(viral images have hundreds of copies); kept neighbours vote for their image; the
+best-voted images are verified with RANSAC on one-to-one correspondences.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from pimmi import index as idx
+from pimmi.executor import Executor, local_executor
+from pimmi.fill import _digest_new, extract_pending
+from pimmi.images import list_images
+from pimmi.progress import bar
+from pimmi.settings import Settings
+from pimmi.sift import Features, mirror, rootsift
+from pimmi.verify import bounding_box, one_to_one, verify
+from pimmi.workspace import ImageRecord, Workspace, WorkspaceError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Match:
+    """One verified copy relation, query -> result; a row of the query CSV (PIMMI's columns first)."""
+
+    pack_id: int
+    query_image_id: int
+    result_image_id: int
+    query_path: str
+    result_path: str
+    nb_match_total: int
+    nb_match_ransac: int
+    ransac_ratio: float
+    query_nb_points: int
+    query_width: int
+    query_height: int
+    result_nb_points: int
+    result_width: int
+    result_height: int
+    mirrored: bool
+    query_box: tuple[float, float, float, float]  # matched region, original pixels: x0, y0, x1, y1
+    result_box: tuple[float, float, float, float]
+    transform: tuple[float, ...]  # a, b, tx, c, d, ty: query pixel -> result pixel (mirroring included)
+
+
+BOX_COLUMNS = ["x0", "y0", "x1", "y1"]
+
+
+def csv_columns() -> list[str]:
+    cols = []
+    for f in fields(Match):
+        if f.name.endswith("_box"):
+            cols += [f"{f.name[:-4]}_{c}" for c in BOX_COLUMNS]
+        else:
+            cols.append(f.name)
+    return cols
+
+
+def csv_row(m: Match) -> list:
+    row = []
+    for f in fields(Match):
+        v = getattr(m, f.name)
+        if f.name.endswith("_box"):
+            row += list(v)
+        elif f.name == "transform":
+            row.append(" ".join(f"{x:.6g}" for x in v))
+        elif isinstance(v, bool):
+            row.append(int(v))
+        elif isinstance(v, float):
+            row.append(round(v, 4))
+        else:
+            row.append(v)
+    return row
+
+
+@dataclass
+class QueryStats:
+    queried: int = 0
+    matches: int = 0
+    candidates: int = 0
+    verified_pairs: int = 0
+    requeried_descriptors: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: {"extract": 0.0, "search": 0.0, "verify": 0.0})
+
+
+def query(
+    image_dir: str | Path,
+    workspace_dir: str | Path,
+    settings: Settings,
+    nb_img: int | None = None,
+    nb_per_pack: int = 10000,
+    executor: Executor | None = None,
+    progress: bool = True,
+    stats: QueryStats | None = None,
+) -> Iterator[Match]:
+    """Yield the verified matches of every image under ``image_dir`` against the workspace's index.
+
+    Images already in the workspace are not decoded again; new ones are extracted and kept
+    (not indexed). Matches are also stored in the workspace.
+    """
+    stats = stats if stats is not None else QueryStats()
+    if not Path(image_dir).is_dir():
+        raise FileNotFoundError(f"{image_dir} is not a directory")
+    ws = Workspace(workspace_dir, create=False)
+    try:
+        ws.bind_feature_settings(settings.feature_settings())
+        index_path = ws.index_path()
+        if index_path is None or not index_path.exists():
+            raise WorkspaceError(f"{workspace_dir} has no index; run 'pimmi fill' first")
+        paths = list_images(image_dir)[: nb_img or None]
+        root = ws.root_id(image_dir)
+        ws.register(root, paths)
+        t0 = time.perf_counter()
+        _digest_new(ws, root, settings.nb_threads, progress)
+        ws.mark_duplicates()
+        owned = executor is None
+        executor = executor or local_executor(settings.nb_threads)
+        try:
+            extract_pending(ws, root, settings, executor, progress)
+        finally:
+            if owned:
+                executor.close()
+        stats.seconds["extract"] += time.perf_counter() - t0
+
+        records = ws.images_by_path(root, paths)
+        ordered = [records[p] for p in paths if p in records]
+        idx.set_threads(settings.nb_threads)
+        index = idx.load(index_path)
+        idx.set_nprobe(index, settings.index_nprobe)
+        run_id = ws.start_run("query", settings.to_dict())
+        yield from Matcher(ws, index, settings, stats).run(ordered, nb_per_pack, run_id, progress)
+        ws.finish_run(run_id, asdict(stats))
+    finally:
+        ws.close()
+
+
+class Matcher:
+    def __init__(self, ws: Workspace, index, settings: Settings, stats: QueryStats):
+        self.ws, self.index, self.s, self.stats = ws, index, settings, stats
+        self.records: dict[int, ImageRecord] = {r.id: r for r in ws.images()}
+        self.done: dict[tuple[int, int, bool], PairResult] = {}  # unordered pairs verified so far
+
+    def run(self, images: list[ImageRecord], nb_per_pack: int, run_id: int, progress: bool) -> Iterator[Match]:
+        pack_of = {r.id: i // max(1, nb_per_pack) for i, r in enumerate(images)}
+        usable = [r for r in images if r.status == "ok"]
+        dups = [r for r in images if r.status == "duplicate" and r.duplicate_of in self.records]
+        # An exact duplicate has its original's matches: search the original if it is not queried anyway.
+        originals = {r.duplicate_of for r in dups}
+        queried = {r.id for r in usable}
+        extra = [self.records[o] for o in sorted(originals - queried)]
+        of_originals: dict[int, list[Match]] = defaultdict(list)
+        step = self.s.query_batch_images
+        todo = usable + extra
+        with bar(len(todo), "querying", progress) as pbar:
+            for start in range(0, len(todo), step):
+                batch = todo[start : start + step]
+                matches = self._batch(batch, pack_of)
+                for m in matches:
+                    if m.query_image_id in originals:
+                        of_originals[m.query_image_id].append(m)
+                matches = [m for m in matches if m.query_image_id in queried]
+                yield from self._emit(matches, [r.id for r in batch if r.id in queried], run_id)
+                pbar.update(len(batch))
+        for dup in dups:
+            orig = self.records[dup.duplicate_of]
+            own = [self._duplicate(dup, pack_of[dup.id])] + [
+                replace(m, pack_id=pack_of[dup.id], query_image_id=dup.id, query_path=dup.path)
+                for m in of_originals[orig.id]
+                if m.result_image_id != dup.id
+            ]
+            yield from self._emit(own, [dup.id], run_id)
+
+    def _emit(self, matches: list[Match], query_ids: list[int], run_id: int) -> list[Match]:
+        self.ws.clear_matches(query_ids)
+        self.ws.save_matches((asdict(m) for m in matches), run_id)
+        self.stats.queried += len(query_ids)
+        self.stats.matches += len(matches)
+        return matches
+
+    # -- search
+    def _batch(self, batch: list[ImageRecord], pack_of: dict[int, int]) -> list[Match]:
+        t0 = time.perf_counter()
+        feats = self.ws.features([r.id for r in batch])
+        q = _Queries(batch, feats, self.s.query_mirror)
+        q_rows, r_ids, dist = self._neighbours(q)
+        self.stats.seconds["search"] += time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        r_img, r_kp = idx.unpack_ids(r_ids)
+        q_img = q.image[q_rows]
+        keep = r_img != q_img  # an image is not its own copy
+        q_rows, r_img, r_kp, dist = q_rows[keep], r_img[keep], r_kp[keep], dist[keep]
+        pairs = _candidate_pairs(q.local[q_rows], q.mirrored[q_rows], r_img, q.kp[q_rows], self.s)
+        self.stats.candidates += len(pairs)
+        xy = self.ws.keypoints(sorted({int(r) for _, _, r, _ in pairs}))
+        best: dict[tuple[int, int], Match] = {}
+        for local, mirrored, result_id, sel in pairs:
+            rec = batch[local]
+            m = self._verify_pair(
+                rec,
+                feats[rec.id],
+                bool(mirrored),
+                int(result_id),
+                xy,
+                q.kp[q_rows[sel]],
+                r_kp[sel],
+                dist[sel],
+                pack_of.get(rec.id, 0),
+            )
+            key = (rec.id, int(result_id))
+            if m is not None and (key not in best or m.nb_match_ransac > best[key].nb_match_ransac):
+                best[key] = m  # one row per pair of images: the orientation with more inliers
+        self.stats.seconds["verify"] += time.perf_counter() - t0
+        return list(best.values())
+
+    def _neighbours(self, q: _Queries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Accepted neighbours of every query row: (row, index id, squared distance)."""
+        s = self.s
+        ratio2 = s.query_dist_ratio_threshold**2
+        max_d2 = s.query_match_max_dist**2
+        ntotal = self.index.ntotal
+        rows = np.arange(len(q.vectors))
+        k = min(s.query_sift_knn, ntotal)
+        found = []
+        while len(rows):
+            D, ids = idx.search(self.index, q.vectors[rows], k)
+            exhausted = k >= min(s.query_adaptative_knn_max, ntotal)
+            # The farthest neighbour stands for the background; while it is itself still close
+            # enough to be a copy, it is no background: ask for more neighbours.
+            again = (D[:, -1] < max_d2) & (ids[:, -1] >= 0)
+            if exhausted:
+                again[:] = False
+            ref = np.where(ids[:, -1:] >= 0, D[:, -1:], np.inf)
+            if exhausted and k >= ntotal:
+                ref = np.full_like(ref, np.inf)  # the whole index was retrieved: no background left
+            ok = (ids >= 0) & (D < ratio2 * ref) & (D < max_d2) & ~again[:, None]
+            r, c = np.nonzero(ok)
+            found.append((rows[r], ids[r, c], D[r, c]))
+            rows = rows[again]
+            if len(rows):
+                self.stats.requeried_descriptors += len(rows)
+            k = min(k * 4, s.query_adaptative_knn_max, ntotal)
+        return tuple(np.concatenate(a) for a in zip(*found))  # type: ignore[return-value]
+
+    # -- verification
+    def _verify_pair(
+        self,
+        rec: ImageRecord,
+        feats: Features,
+        mirrored: bool,
+        result_id: int,
+        xy: dict[int, np.ndarray],
+        q_kp: np.ndarray,
+        r_kp: np.ndarray,
+        dist: np.ndarray,
+        pack: int,
+    ) -> Match | None:
+        key = (min(rec.id, result_id), max(rec.id, result_id), mirrored)
+        known = self.done.get(key)
+        if known is not None:  # verified from the other side already
+            return self._match(rec, self.records[result_id], known.towards(rec.id), pack)
+        sel = one_to_one(q_kp, r_kp, dist)
+        q_pts = feats.xy[q_kp[sel]]
+        if mirrored:
+            q_pts = np.column_stack([_scaled_width(rec) - q_pts[:, 0], q_pts[:, 1]])
+        r_pts = xy[result_id][r_kp[sel]]
+        v = verify(q_pts, r_pts, self.s.query_ransac_reproj_threshold, self.s.query_match_nb_ransac_threshold)
+        self.stats.verified_pairs += 1
+        if v is None:
+            return None
+        r = self.records[result_id]
+        q_in = feats.xy[q_kp[sel][v.inliers]]  # unmirrored: the region as it lies in the query image
+        spread = max(_spread(q_in, rec), _spread(r_pts[v.inliers], r))
+        if spread < self.s.query_min_region_side:
+            return None
+        pair = PairResult(
+            rec.id,
+            v.nb_correspondences,
+            v.nb_inliers,
+            _to_original(v.transform, rec, r, mirrored),
+            bounding_box(q_in * rec.scale),
+            bounding_box(r_pts[v.inliers] * r.scale),
+        )
+        self.done[key] = pair
+        return self._match(rec, r, pair, pack)
+
+    def _match(self, q: ImageRecord, r: ImageRecord, pair: PairResult, pack: int) -> Match:
+        return Match(
+            pack_id=pack,
+            query_image_id=q.id,
+            result_image_id=r.id,
+            query_path=q.path,
+            result_path=r.path,
+            nb_match_total=pair.nb_total,
+            nb_match_ransac=pair.nb_inliers,
+            ransac_ratio=pair.nb_inliers / max(1, pair.nb_total),
+            query_nb_points=q.nb_points or 0,
+            query_width=q.width or 0,
+            query_height=q.height or 0,
+            result_nb_points=r.nb_points or 0,
+            result_width=r.width or 0,
+            result_height=r.height or 0,
+            mirrored=bool(np.linalg.det(pair.transform[:2, :2]) < 0),
+            query_box=pair.query_box,
+            result_box=pair.result_box,
+            transform=tuple(round(float(x), 6) for x in pair.transform[:2].ravel()),
+        )
+
+    def _duplicate(self, dup: ImageRecord, pack: int) -> Match:
+        """The match of an exact duplicate with the image it duplicates: every point."""
+        o = self.records[dup.duplicate_of]
+        n = o.nb_points or 0
+        box = (0.0, 0.0, float(o.width or 0), float(o.height or 0))
+        return Match(
+            pack,
+            dup.id,
+            o.id,
+            dup.path,
+            o.path,
+            n,
+            n,
+            1.0,
+            n,
+            o.width or 0,
+            o.height or 0,
+            n,
+            o.width or 0,
+            o.height or 0,
+            False,
+            box,
+            box,
+            (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+        )
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """A verified pair as seen from ``query_id``: transform (3x3, original pixels) and matched regions."""
+
+    query_id: int
+    nb_total: int
+    nb_inliers: int
+    transform: np.ndarray
+    query_box: tuple[float, float, float, float]
+    result_box: tuple[float, float, float, float]
+
+    def towards(self, query_id: int) -> PairResult:
+        if query_id == self.query_id:
+            return self
+        return PairResult(
+            query_id, self.nb_total, self.nb_inliers, np.linalg.inv(self.transform), self.result_box, self.query_box
+        )
+
+
+class _Queries:
+    """The query rows of a batch: RootSIFT vectors, then their mirrored twins."""
+
+    def __init__(self, batch: list[ImageRecord], feats: dict[int, Features], with_mirror: bool):
+        vecs, image, local, kp, mirrored = [], [], [], [], []
+        for i, rec in enumerate(batch):
+            f = feats.get(rec.id)
+            if f is None or not len(f):
+                continue
+            n = len(f)
+            for flag in (False, True) if with_mirror else (False,):
+                vecs.append(rootsift(mirror(f.descriptors) if flag else f.descriptors))
+                image.append(np.full(n, rec.id, np.int64))
+                local.append(np.full(n, i, np.int64))
+                kp.append(np.arange(n, dtype=np.int64))
+                mirrored.append(np.full(n, flag))
+        self.vectors = np.concatenate(vecs) if vecs else np.zeros((0, idx.DIM), np.float32)
+        self.image, self.local, self.kp = _cat(image, np.int64), _cat(local, np.int64), _cat(kp, np.int64)
+        self.mirrored = _cat(mirrored, bool)
+
+
+def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+
+def _candidate_pairs(
+    local: np.ndarray, mirrored: np.ndarray, r_img: np.ndarray, q_kp: np.ndarray, s: Settings
+) -> list[tuple[int, bool, int, np.ndarray]]:
+    """Group accepted neighbours by (query image, orientation, result image) and keep the best-voted groups.
+
+    A vote is a distinct query keypoint. Returns (local query index, mirrored, result id, indices).
+    """
+    if not len(local):
+        return []
+    group = local * 2 + mirrored
+    order = np.lexsort((q_kp, r_img, group))
+    g, r, k = group[order], r_img[order], q_kp[order]
+    new_pair = np.r_[True, (g[1:] != g[:-1]) | (r[1:] != r[:-1])]
+    new_vote = new_pair | np.r_[True, k[1:] != k[:-1]]
+    starts = np.flatnonzero(new_pair)
+    ends = np.r_[starts[1:], len(order)]
+    votes = np.add.reduceat(new_vote.astype(np.int64), starts)
+    out = []
+    strong = votes >= s.query_match_nb_threshold
+    for gid in np.unique(g[starts[strong]]):
+        mine = np.flatnonzero(strong & (g[starts] == gid))
+        mine = mine[np.argsort(-votes[mine], kind="stable")][: s.query_max_candidates]
+        for p in mine:
+            out.append((int(gid // 2), bool(gid % 2), int(r[starts[p]]), order[starts[p] : ends[p]]))
+    return out
+
+
+def _spread(points: np.ndarray, rec: ImageRecord) -> float:
+    """The smaller of the matched region's width and height, as a fraction of the image's (scaled pixels)."""
+    w, h = (rec.width or 1) / (rec.scale or 1.0), (rec.height or 1) / (rec.scale or 1.0)
+    span = np.ptp(points, axis=0)
+    return float(min(span[0] / w, span[1] / h))
+
+
+def _scaled_width(rec: ImageRecord) -> float:
+    return (rec.width or 0) / (rec.scale or 1.0)
+
+
+def _to_original(M: np.ndarray, q: ImageRecord, r: ImageRecord, mirrored: bool) -> np.ndarray:
+    """The transform in original pixels: query pixel -> result pixel, mirroring included."""
+    qs, rs = q.scale or 1.0, r.scale or 1.0
+    to_scaled = np.diag([1 / qs, 1 / qs, 1.0])
+    if mirrored:
+        to_scaled = np.array([[-1.0, 0, _scaled_width(q)], [0, 1, 0], [0, 0, 1]]) @ to_scaled
+    full = np.diag([rs, rs, 1.0]) @ np.vstack([M, [0, 0, 1]]) @ to_scaled
+    return full

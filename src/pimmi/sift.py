@@ -1,0 +1,86 @@
+"""SIFT keypoints and descriptors (OpenCV), and the descriptor arithmetic matching needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pimmi.settings import Settings
+
+
+@dataclass(frozen=True)
+class Features:
+    xy: np.ndarray  # float32 (n, 2): keypoint positions in pixels of the scaled image
+    descriptors: np.ndarray  # uint8 (n, 128): OpenCV SIFT descriptors
+
+    def __len__(self) -> int:
+        return len(self.xy)
+
+
+class Extractor:
+    """SIFT with the workspace's settings; smooth images get a second pass with a lower contrast threshold."""
+
+    def __init__(self, settings: Settings):
+        self.halve = settings.sift_halve
+        self.min_features = settings.sift_min_features
+        self.sift, self.sift_low = (
+            cv2.SIFT_create(
+                nfeatures=settings.sift_nfeatures,
+                nOctaveLayers=settings.sift_nOctaveLayers,
+                contrastThreshold=settings.sift_contrastThreshold * factor,
+                edgeThreshold=settings.sift_edgeThreshold,
+                sigma=settings.sift_sigma,
+            )
+            for factor in (1.0, 0.25)
+        )
+
+    def __call__(self, gray: np.ndarray) -> Features:
+        """Keypoints of a grayscale image, positions in pixels of ``gray``.
+
+        With ``halve``, SIFT runs on the image halved: OpenCV doubles its input before
+        building the pyramid, so the finest scale stays that of ``gray`` at a quarter of the cost.
+        """
+        src = gray
+        if self.halve and min(gray.shape) >= 32:
+            src = cv2.resize(gray, (gray.shape[1] // 2, gray.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        feats = _detect(self.sift, src, gray)
+        if len(feats) < self.min_features:
+            low = _detect(self.sift_low, src, gray)
+            feats = low if len(low) > len(feats) else feats
+        return feats
+
+
+def _detect(sift: cv2.SIFT, src: np.ndarray, gray: np.ndarray) -> Features:
+    keypoints, desc = sift.detectAndCompute(src, None)
+    if desc is None or not keypoints:
+        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
+    xy = np.array([kp.pt for kp in keypoints], dtype=np.float32)
+    if src is not gray:
+        xy *= np.float32(gray.shape[1] / src.shape[1]), np.float32(gray.shape[0] / src.shape[0])
+    # OpenCV's SIFT descriptors are integers in [0, 255] stored as float.
+    return Features(xy, np.clip(np.rint(desc), 0, 255).astype(np.uint8))
+
+
+def _mirror_permutation() -> np.ndarray:
+    # A descriptor is a 4x4 grid of 8-bin orientation histograms in the keypoint's frame.
+    # Mirroring the image flips the grid's rows and reverses the orientation bins
+    # (checked against SIFT run on the mirrored image: identical descriptors).
+    grid = np.arange(128).reshape(4, 4, 8)
+    return grid[::-1][:, :, (-np.arange(8)) % 8].reshape(-1)
+
+
+MIRROR = _mirror_permutation()
+
+
+def mirror(descriptors: np.ndarray) -> np.ndarray:
+    """Descriptors of the same keypoints in the horizontally mirrored image."""
+    return descriptors[:, MIRROR]
+
+
+def rootsift(descriptors: np.ndarray) -> np.ndarray:
+    """RootSIFT (Arandjelovic & Zisserman 2012): L1-normalise, square root; unit L2 norm, float32."""
+    d = descriptors.astype(np.float32)
+    d /= np.maximum(d.sum(axis=1, keepdims=True), 1e-6)
+    return np.sqrt(d, out=d)

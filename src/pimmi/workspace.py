@@ -1,0 +1,360 @@
+"""The workspace (INDEX_DIR): an SQLite catalogue of images, features, matches and runs, plus the FAISS index.
+
+Layout::
+
+    INDEX_DIR/
+      pimmi.sqlite        catalogue (tables: meta, roots, images, features, matches, runs)
+      index-NNNNNN.faiss  the current FAISS index; its name is recorded in meta.index_file
+
+Every write is a transaction, and the index file is written beside the old one and
+recorded in the catalogue in the same transaction that marks its images indexed, so a
+killed process leaves the workspace as it was at the last commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pimmi.sift import Features
+
+SCHEMA_VERSION = 1
+CATALOGUE = "pimmi.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS roots (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    root_id INTEGER NOT NULL REFERENCES roots(id),
+    path TEXT NOT NULL,
+    size INTEGER,
+    mtime REAL,
+    sha1 TEXT,
+    width INTEGER,
+    height INTEGER,
+    scale REAL,
+    nb_points INTEGER,
+    status TEXT NOT NULL DEFAULT 'pending',
+    error TEXT,
+    duplicate_of INTEGER,
+    indexed INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (root_id, path)
+);
+CREATE INDEX IF NOT EXISTS images_sha1 ON images (sha1);
+CREATE TABLE IF NOT EXISTS features (
+    image_id INTEGER PRIMARY KEY REFERENCES images(id),
+    xy BLOB NOT NULL,
+    descriptors BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS matches (
+    query_id INTEGER NOT NULL,
+    result_id INTEGER NOT NULL,
+    mirrored INTEGER NOT NULL,
+    nb_match_total INTEGER NOT NULL,
+    nb_match_ransac INTEGER NOT NULL,
+    ransac_ratio REAL NOT NULL,
+    query_box TEXT NOT NULL,
+    result_box TEXT NOT NULL,
+    transform TEXT NOT NULL,
+    run_id INTEGER,
+    PRIMARY KEY (query_id, result_id)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    command TEXT NOT NULL,
+    started REAL NOT NULL,
+    finished REAL,
+    settings TEXT NOT NULL,
+    stats TEXT
+);
+"""
+
+
+class WorkspaceError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    path: str  # relative to its root
+    root: str
+    status: str
+    width: int | None
+    height: int | None
+    scale: float | None
+    nb_points: int | None
+    error: str | None
+    duplicate_of: int | None
+
+    @property
+    def full_path(self) -> str:
+        return os.path.join(self.root, self.path)
+
+
+class Workspace:
+    def __init__(self, directory: str | Path, create: bool = True):
+        self.dir = Path(directory)
+        db = self.dir / CATALOGUE
+        if not db.exists():
+            if not create:
+                raise WorkspaceError(f"{self.dir} is not a pimmi workspace (no {CATALOGUE}); run 'pimmi fill' first")
+            self.dir.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(db, isolation_level=None, timeout=60)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        version = self.get_meta("schema_version")
+        if version is None:
+            self.set_meta("schema_version", SCHEMA_VERSION)
+        elif int(version) != SCHEMA_VERSION:
+            raise WorkspaceError(f"{db}: schema version {version}, this pimmi reads version {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- meta
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value)))
+
+    def bind_feature_settings(self, feature_settings: dict[str, Any]) -> None:
+        """Record the extraction settings on first use; refuse different ones later."""
+        stored = self.get_meta("feature_settings")
+        if stored is None:
+            self.set_meta("feature_settings", json.dumps(feature_settings, sort_keys=True))
+            return
+        old = json.loads(stored)
+        diff = [f"{k}={old.get(k)!r} (now {v!r})" for k, v in feature_settings.items() if old.get(k) != v]
+        if diff:
+            raise WorkspaceError(
+                f"{self.dir} was built with other extraction settings: {', '.join(diff)}; "
+                "use the same settings, or start over with 'pimmi fill --erase'"
+            )
+
+    # -- images
+    def root_id(self, root: str | Path) -> int:
+        path = str(Path(root).resolve())
+        self.db.execute("INSERT OR IGNORE INTO roots (path) VALUES (?)", (path,))
+        return self.db.execute("SELECT id FROM roots WHERE path = ?", (path,)).fetchone()[0]
+
+    def register(self, root_id: int, paths: Sequence[str]) -> None:
+        """Add paths not yet in the catalogue; ids follow the (sorted) order given."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO images (root_id, path) VALUES (?, ?)", ((root_id, p) for p in paths))
+
+    def images(self, where: str = "1", params: Sequence[Any] = ()) -> list[ImageRecord]:
+        rows = self.db.execute(
+            "SELECT i.id, i.path, r.path, i.status, i.width, i.height, i.scale, i.nb_points, i.error, "
+            f"i.duplicate_of FROM images i JOIN roots r ON r.id = i.root_id WHERE {where} ORDER BY i.id",
+            params,
+        ).fetchall()
+        return [ImageRecord(*row) for row in rows]
+
+    def images_by_path(self, root_id: int, paths: Iterable[str]) -> dict[str, ImageRecord]:
+        wanted = set(paths)
+        return {r.path: r for r in self.images("i.root_id = ?", (root_id,)) if r.path in wanted}
+
+    def set_digests(self, rows: Iterable[tuple[int, int, float, str | None, str | None]]) -> None:
+        """rows: (image id, size, mtime, sha1 or None, error or None)."""
+        with self.transaction() as db:
+            for image_id, size, mtime, sha1, error in rows:
+                if error:
+                    db.execute(
+                        "UPDATE images SET size=?, mtime=?, status='error', error=? WHERE id=?",
+                        (size, mtime, error, image_id),
+                    )
+                else:
+                    db.execute("UPDATE images SET size=?, mtime=?, sha1=? WHERE id=?", (size, mtime, sha1, image_id))
+
+    def mark_duplicates(self) -> int:
+        """Pending images whose bytes equal an earlier image's become duplicates of it, without extraction."""
+        with self.transaction() as db:
+            cur = db.execute(
+                """UPDATE images SET status='duplicate', duplicate_of=(
+                       SELECT MIN(o.id) FROM images o WHERE o.sha1 = images.sha1 AND o.id < images.id
+                         AND o.status != 'error')
+                   WHERE status='pending' AND sha1 IS NOT NULL AND EXISTS (SELECT 1 FROM images o
+                       WHERE o.sha1 = images.sha1 AND o.id < images.id AND o.status != 'error')"""
+            )
+            return cur.rowcount
+
+    def save_features(self, results: Iterable[tuple[int, Features | str, tuple[int, int, float] | None]]) -> None:
+        """results: (image id, features or error message, (width, height, scale) or None)."""
+        with self.transaction() as db:
+            for image_id, feats, size in results:
+                if isinstance(feats, str):
+                    db.execute("UPDATE images SET status='error', error=? WHERE id=?", (feats, image_id))
+                    continue
+                width, height, scale = size
+                db.execute(
+                    "INSERT OR REPLACE INTO features (image_id, xy, descriptors) VALUES (?, ?, ?)",
+                    (image_id, feats.xy.astype(np.float32).tobytes(), feats.descriptors.astype(np.uint8).tobytes()),
+                )
+                db.execute(
+                    "UPDATE images SET status='ok', error=NULL, width=?, height=?, scale=?, nb_points=? WHERE id=?",
+                    (width, height, scale, len(feats), image_id),
+                )
+
+    def copy_duplicate_sizes(self) -> None:
+        """Duplicates share their original's size and number of points (they are never extracted)."""
+        with self.transaction() as db:
+            db.execute(
+                """UPDATE images SET (width, height, scale, nb_points) = (
+                       SELECT o.width, o.height, o.scale, o.nb_points FROM images o WHERE o.id = images.duplicate_of)
+                   WHERE status = 'duplicate'"""
+            )
+
+    def features(self, image_ids: Sequence[int]) -> dict[int, Features]:
+        out = {}
+        for chunk in _chunks(list(image_ids), 500):
+            marks = ",".join("?" * len(chunk))
+            for image_id, xy, desc in self.db.execute(
+                f"SELECT image_id, xy, descriptors FROM features WHERE image_id IN ({marks})", chunk
+            ):
+                out[image_id] = _features(xy, desc)
+        return out
+
+    def keypoints(self, image_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        out = {}
+        for chunk in _chunks(list(image_ids), 500):
+            marks = ",".join("?" * len(chunk))
+            for image_id, xy in self.db.execute(
+                f"SELECT image_id, xy FROM features WHERE image_id IN ({marks})", chunk
+            ):
+                out[image_id] = np.frombuffer(xy, np.float32).reshape(-1, 2)
+        return out
+
+    def iter_features(
+        self, where: str, params: Sequence[Any] = (), batch: int = 1000
+    ) -> Iterator[tuple[int, Features]]:
+        """(image id, features) of the images matching ``where``, in id order, streamed."""
+        last = -1
+        while True:
+            rows = self.db.execute(
+                "SELECT f.image_id, f.xy, f.descriptors FROM features f JOIN images i ON i.id = f.image_id "
+                f"WHERE f.image_id > ? AND ({where}) ORDER BY f.image_id LIMIT ?",
+                (last, *params, batch),
+            ).fetchall()
+            if not rows:
+                return
+            for image_id, xy, desc in rows:
+                yield image_id, _features(xy, desc)
+            last = rows[-1][0]
+
+    def count(self, where: str = "1", params: Sequence[Any] = ()) -> int:
+        return self.db.execute(f"SELECT COUNT(*) FROM images WHERE {where}", params).fetchone()[0]
+
+    def total_points(self, where: str = "1") -> int:
+        return self.db.execute(f"SELECT COALESCE(SUM(nb_points), 0) FROM images WHERE {where}").fetchone()[0]
+
+    # -- index
+    def index_path(self) -> Path | None:
+        name = self.get_meta("index_file")
+        return self.dir / name if name else None
+
+    def next_index_path(self) -> Path:
+        generation = int(self.get_meta("index_generation") or 0) + 1
+        return self.dir / f"index-{generation:06d}.faiss"
+
+    def commit_index(self, path: Path, image_ids: Sequence[int], index_type: str, rebuilt: bool) -> None:
+        """Make ``path`` the current index and mark ``image_ids`` as in it, in one transaction."""
+        old = self.index_path()
+        with self.transaction() as db:
+            if rebuilt:
+                db.execute("UPDATE images SET indexed = 0")
+            db.executemany("UPDATE images SET indexed = 1 WHERE id = ?", ((i,) for i in image_ids))
+            self.set_meta("index_file", path.name)
+            self.set_meta("index_generation", int(path.stem.split("-")[1]))
+            self.set_meta("index_type", index_type)
+        if old and old != path:
+            old.unlink(missing_ok=True)
+        self.remove_stray_index_files()
+
+    def remove_stray_index_files(self) -> None:
+        """Index files a killed process wrote but never committed."""
+        current = self.get_meta("index_file")
+        for p in self.dir.glob("index-*.faiss*"):
+            if p.name != current:
+                p.unlink(missing_ok=True)
+
+    # -- matches
+    def save_matches(self, rows: Iterable[dict[str, Any]], run_id: int | None) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO matches (query_id, result_id, mirrored, nb_match_total, nb_match_ransac, "
+                "ransac_ratio, query_box, result_box, transform, run_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    (
+                        r["query_image_id"],
+                        r["result_image_id"],
+                        int(r["mirrored"]),
+                        r["nb_match_total"],
+                        r["nb_match_ransac"],
+                        r["ransac_ratio"],
+                        json.dumps(r["query_box"]),
+                        json.dumps(r["result_box"]),
+                        json.dumps(r["transform"]),
+                        run_id,
+                    )
+                    for r in rows
+                ),
+            )
+
+    def clear_matches(self, query_ids: Sequence[int]) -> None:
+        with self.transaction() as db:
+            db.executemany("DELETE FROM matches WHERE query_id = ?", ((i,) for i in query_ids))
+
+    def match_edges(self) -> list[tuple[int, int, int]]:
+        return self.db.execute("SELECT query_id, result_id, nb_match_ransac FROM matches").fetchall()
+
+    # -- runs
+    def start_run(self, command: str, settings: dict[str, Any]) -> int:
+        cur = self.db.execute(
+            "INSERT INTO runs (command, started, settings) VALUES (?, ?, ?)",
+            (command, time.time(), json.dumps(settings, sort_keys=True)),
+        )
+        return cur.lastrowid
+
+    def finish_run(self, run_id: int, stats: dict[str, Any]) -> None:
+        self.db.execute(
+            "UPDATE runs SET finished = ?, stats = ? WHERE id = ?", (time.time(), json.dumps(stats), run_id)
+        )
+
+
+def _features(xy: bytes, desc: bytes) -> Features:
+    return Features(np.frombuffer(xy, np.float32).reshape(-1, 2), np.frombuffer(desc, np.uint8).reshape(-1, 128))
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

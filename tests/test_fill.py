@@ -1,0 +1,156 @@
+"""fill: bad files never stop a run, reruns add only what is new, interrupted runs resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from conftest import copy_tree, run
+from pimmi.demo import build_corpus, sample_photo
+from pimmi.workspace import Workspace
+
+
+def make_bad_files(folder: Path) -> dict[str, str]:
+    """Unusable files and the reason each must be reported with."""
+    folder.mkdir(parents=True, exist_ok=True)
+    photo = sample_photo("coffee")
+    photo.save(folder / "whole.jpg", quality=90)
+    data = (folder / "whole.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "whole.jpg").unlink()
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("this is text, not a picture")
+    photo.resize((8, 8)).save(folder / "tiny.png")
+    return {
+        "truncated.jpg": "truncated",
+        "empty.jpg": "empty file",
+        "notes.jpg": "not an image",
+        "tiny.png": "too small",
+    }
+
+
+def make_odd_good_files(folder: Path) -> list[str]:
+    """Unusual but usable images: all must be indexed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    photo = sample_photo("rocket")
+    photo.convert("CMYK").save(folder / "cmyk.jpg")
+    a16 = np.asarray(photo.convert("L"), dtype=np.uint16) * 257
+    Image.fromarray(a16).save(folder / "deep16.png")
+    photo.save(folder / "anim.gif", save_all=True, append_images=[photo.rotate(90)], duration=50)
+    photo.save(folder / "Ünïcode name with spaces.JPG")
+    photo.save(folder / "web.webp")
+    Image.new("RGB", (12000, 9000), (90, 120, 150)).save(folder / "huge.jpg", quality=40)
+    return ["cmyk.jpg", "deep16.png", "anim.gif", "Ünïcode name with spaces.JPG", "web.webp", "huge.jpg"]
+
+
+def test_bad_files_are_listed_and_skipped(small_corpus, tmp_path, capsys):
+    images = copy_tree(small_corpus / "images", tmp_path / "images")
+    bad = make_bad_files(images / "bad")
+    odd = make_odd_good_files(images / "odd")
+    ws = tmp_path / "ws"
+    assert run(["fill", str(images), str(ws)]) == 0
+    capsys.readouterr()
+    assert __import__("pimmi.cli").cli.main(["fill", str(images), str(ws)]) == 0  # rerun, not silent
+    err = capsys.readouterr().err
+    for name, reason in bad.items():
+        line = next(ln for ln in err.splitlines() if f"bad/{name}" in ln)
+        assert line.startswith("pimmi: skipped") and reason in line
+    assert "0 extracted" in err  # nothing new the second time
+    with Workspace(ws, create=False) as w:
+        status = {r.path: r for r in w.images()}
+    for name in odd:
+        assert status[f"odd/{name}"].status == "ok", name
+        assert status[f"odd/{name}"].nb_points > 0 or name == "huge.jpg"
+    assert (status["odd/huge.jpg"].width, status["odd/huge.jpg"].height) == (12000, 9000)
+    assert all(r.status in ("ok", "duplicate") for p, r in status.items() if not p.startswith("bad/"))
+
+
+def test_exact_duplicates_are_not_extracted(small_corpus, tmp_path):
+    images = copy_tree(small_corpus / "images", tmp_path / "images")
+    (images / "again").mkdir()
+    (images / "again" / "same.jpg").write_bytes((images / "coffee" / "coffee.jpg").read_bytes())
+    ws = tmp_path / "ws"
+    assert run(["fill", str(images), str(ws)]) == 0
+    assert run(["query", str(images), str(ws), "-o", str(tmp_path / "q.csv")]) == 0
+    assert run(["clusters", str(ws), "-o", str(tmp_path / "c.csv")]) == 0
+    with Workspace(ws, create=False) as w:
+        recs = {r.path: r for r in w.images()}
+        first, dup = recs["again/same.jpg"], recs["coffee/coffee.jpg"]  # the first in path order is kept
+        assert first.status == "ok" and dup.status == "duplicate" and dup.duplicate_of == first.id
+        assert w.features([dup.id]) == {} and dup.nb_points == first.nb_points
+    rows = {r.split(",")[0]: r.split(",")[4] for r in (tmp_path / "c.csv").read_text().splitlines()[1:]}
+    assert rows["again/same.jpg"] == rows["coffee/coffee.jpg"]
+
+
+def _corpus_for_interrupts(tmp_path: Path) -> Path:
+    for seed in range(3):
+        build_corpus(tmp_path / "c" / f"part{seed}", seed=seed)
+    return tmp_path / "c"
+
+
+def _snapshot(ws: Path) -> dict[str, tuple]:
+    with Workspace(ws, create=False) as w:
+        recs = {r.id: r for r in w.images()}
+        feats = w.features(list(recs))
+        ntotal = __import__("faiss").read_index(str(w.index_path())).ntotal
+    return {"ntotal": ntotal, **{recs[i].path: (recs[i].status, f.descriptors.tobytes()) for i, f in feats.items()}}
+
+
+def _fill_process(images: Path, ws: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pimmi", "--nb-threads", "1", "fill", str(images), str(ws)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_extracted(ws: Path, proc: subprocess.Popen, n: int) -> int:
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            with sqlite3.connect(ws / "pimmi.sqlite") as db:
+                done = db.execute("SELECT COUNT(*) FROM images WHERE status = 'ok'").fetchone()[0]
+            if done >= n:
+                return done
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.02)
+    raise AssertionError("fill ended before it could be interrupted")
+
+
+def test_interrupted_fill_resumes_to_the_same_result(tmp_path):
+    images = _corpus_for_interrupts(tmp_path)
+    reference = tmp_path / "ref"
+    assert run(["--nb-threads", "1", "fill", str(images), str(reference)]) == 0
+    expected = _snapshot(reference)
+
+    for sig, name in [(signal.SIGKILL, "kill"), (signal.SIGINT, "int")]:
+        ws = tmp_path / name
+        proc = _fill_process(images, ws)
+        done = _wait_for_extracted(ws, proc, 20)
+        os.kill(proc.pid, sig)
+        _, err = proc.communicate(timeout=60)
+        if sig == signal.SIGINT:
+            assert proc.returncode == 130 and "run the same command again to resume" in err
+            assert "Traceback" not in err
+        else:
+            assert proc.returncode == -signal.SIGKILL
+        resumed = subprocess.run(
+            [sys.executable, "-m", "pimmi", "--nb-threads", "1", "fill", str(images), str(ws)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        extracted = int(resumed.stderr.split(" extracted")[0].split()[-1])
+        assert extracted <= len(expected) - 1 - done  # what was done is not extracted again
+        assert _snapshot(ws) == expected

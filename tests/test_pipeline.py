@@ -1,0 +1,155 @@
+"""End to end through the CLI on a corpus of real photos and their copies."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import defaultdict
+
+import pytest
+
+from conftest import SHARED, read_csv, run, truth_of
+from pimmi.query import csv_columns
+
+PIMMI_QUERY_COLUMNS = [
+    "pack_id",
+    "query_image_id",
+    "result_image_id",
+    "query_path",
+    "result_path",
+    "nb_match_total",
+    "nb_match_ransac",
+    "ransac_ratio",
+    "query_nb_points",
+    "query_width",
+    "query_height",
+    "result_nb_points",
+    "result_width",
+    "result_height",
+]
+
+
+def clusters_by_path(path) -> dict[str, str]:
+    return {r["path"]: r["cluster_id"] for r in read_csv(path)}
+
+
+def test_every_copy_with_its_original_and_nothing_else(demo_run):
+    truth = truth_of(demo_run["corpus"])
+    cluster = clusters_by_path(demo_run["clusters"])
+    groups = defaultdict(set)
+    for path, group in truth.items():
+        groups[group].add(path)
+    originals = [r["path"] for r in read_csv(demo_run["corpus"] / "truth.csv") if r["kind"] == "original"]
+    assert len(originals) == 8
+    for orig in originals:
+        members = {p for p, c in cluster.items() if c == cluster[orig]}
+        assert members == groups[truth[orig]], orig  # all its copies, and only them
+    assert not any(p.startswith("other/") for p in cluster)  # distractors stay alone
+
+
+def test_query_csv_has_pimmi_columns_and_regions(demo_run):
+    rows = read_csv(demo_run["query"])
+    header = list(rows[0])
+    assert header[: len(PIMMI_QUERY_COLUMNS)] == PIMMI_QUERY_COLUMNS
+    assert header == csv_columns()
+    flips = [r for r in rows if r["query_path"] == "coffee/coffee_flip.png" and r["result_path"] == "coffee/coffee.jpg"]
+    assert flips and flips[0]["mirrored"] == "1"
+    for r in rows:
+        assert int(r["nb_match_ransac"]) >= 8
+        assert 0 <= float(r["query_x0"]) < float(r["query_x1"]) <= int(r["query_width"]) + 1
+        assert 0 <= float(r["result_y0"]) < float(r["result_y1"]) <= int(r["result_height"]) + 1
+
+
+def test_crop_region_found_inside_the_original(demo_run):
+    rows = read_csv(demo_run["query"])
+    r = next(
+        r
+        for r in rows
+        if r["query_path"] == "astronaut/astronaut_crop.jpg" and r["result_path"] == "astronaut/astronaut.jpg"
+    )
+    area = (float(r["result_x1"]) - float(r["result_x0"])) * (float(r["result_y1"]) - float(r["result_y0"]))
+    assert 0.2 < area / (512 * 512) < 0.65  # the crop kept 45-60 % of the photo
+
+
+def test_clusters_from_csv_template_equal_clusters_from_workspace(demo_run, tmp_path):
+    corpus, ws = demo_run["corpus"], demo_run["ws"]
+    template = str(tmp_path / "mining_{}.csv")
+    assert run(["query", str(corpus / "images"), str(ws), "--output-template", template, "--nb-per-file", "40"]) == 0
+    packs = sorted(tmp_path.glob("mining_*.csv"))
+    assert len(packs) == 3  # 85 images, 40 per pack
+    assert run(["clusters", str(ws), template, "-o", str(tmp_path / "c.csv")]) == 0
+    assert read_csv(tmp_path / "c.csv") == read_csv(demo_run["clusters"])
+
+
+def test_clusters_rows_follow_pimmi(demo_run):
+    rows = read_csv(demo_run["clusters"])
+    assert list(rows[0]) == ["path", "image_id", "nb_points", "degree", "cluster_id", "quality"]
+    sizes = defaultdict(int)
+    for r in rows:
+        sizes[int(r["cluster_id"])] += 1
+        assert 0 < float(r["quality"]) <= 1 and int(r["degree"]) >= 1
+    ordered = [sizes[c] for c in sorted(sizes)]
+    assert ordered == sorted(ordered, reverse=True)
+
+
+@pytest.mark.parametrize("algo", ["louvain", "leiden"])
+def test_community_algorithms(demo_run, tmp_path, algo):
+    out = tmp_path / "c.csv"
+    assert run(["clusters", str(demo_run["ws"]), "--algo", algo, "-o", str(out)]) == 0
+    truth = truth_of(demo_run["corpus"])
+    by_cluster = defaultdict(set)
+    for r in read_csv(out):
+        by_cluster[r["cluster_id"]].add(truth[r["path"]])
+    assert all(len(groups) == 1 for groups in by_cluster.values())  # communities never mix photos
+
+
+def test_eval_and_viz(demo_run, tmp_path, capsys):
+    truth = truth_of(demo_run["corpus"])
+    cluster = clusters_by_path(demo_run["clusters"])
+    merged = tmp_path / "merged.csv"
+    kinds = {r["path"]: r["kind"] for r in read_csv(demo_run["corpus"] / "truth.csv")}
+    lines = ["path,truth,cluster_id,image_status"]
+    lines += [f"{p},{g},{cluster.get(p, '')},{kinds[p]}" for p, g in sorted(truth.items())]
+    merged.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert run(["eval", str(merged), "--query-column", "image_status"]) == 0
+    out = capsys.readouterr().out
+    assert "cluster f1: 1.0000" in out and "query average precision: 1.0000" in out
+
+    viz = tmp_path / "viz.json"
+    assert run(["viz", str(demo_run["ws"]), str(demo_run["clusters"]), "-o", str(viz)]) == 0
+    records = json.loads(viz.read_text())
+    assert len(records) == 8 and records[0]["nb_images"] == 10 and records[0]["edges"]
+
+
+def test_query_new_images_against_the_index(demo_run, tmp_path):
+    new = tmp_path / "new"
+    new.mkdir()
+    shutil.copy(demo_run["corpus"] / "images" / "rocket" / "rocket_crop.png", new / "found_online.png")
+    out = tmp_path / "q.csv"
+    assert run(["query", str(new), str(demo_run["ws"]), "-o", str(out)]) == 0
+    results = {r["result_path"] for r in read_csv(out)}
+    assert "rocket/rocket.jpg" in results
+    assert all(p.startswith("rocket/") for p in results)
+
+
+def test_query_with_other_extraction_settings_is_refused(demo_run, capsys):
+    corpus, ws = demo_run["corpus"], demo_run["ws"]
+    assert run(["--sift-nfeatures", "300", "query", str(corpus / "images"), str(ws)]) == 1
+    assert "sift_nfeatures=1000 (now 300)" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (SHARED / "pimmi_small").is_dir(), reason="needs ../shared/bench/pimmi_small")
+def test_pimmi_small_dataset(tmp_path):
+    """PIMMI's own small_dataset: 8 distinct scenes. 000002, 000005 and 000007 are the same photo (exact
+    duplicates), 000008 and 000009 the same truck at two sizes; the other six photos share nothing.
+    (PIMMI's test suite expects all 11 in one cluster: its many-to-many RANSAC links unrelated photos.)"""
+    data = SHARED / "pimmi_small"
+    ws = tmp_path / "ws"
+    assert run(["fill", str(data), str(ws)]) == 0
+    assert run(["query", str(data), str(ws), "-o", str(tmp_path / "q.csv")]) == 0
+    assert run(["clusters", str(ws), "-o", str(tmp_path / "c.csv")]) == 0
+    cluster = clusters_by_path(tmp_path / "c.csv")
+    assert cluster["0/000002.jpg"] == cluster["0/000005.jpg"] == cluster["0/000007.jpg"]
+    assert cluster["0/000008.jpg"] == cluster["0/000009.jpg"] != cluster["0/000002.jpg"]
+    assert len(cluster) == 5

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from pimmi.demo import sample_photo
+from pimmi.settings import Settings
+from pimmi.sift import Extractor, mirror, rootsift
+
+
+def gray(name="chelsea"):
+    return np.asarray(sample_photo(name).convert("L"))
+
+
+def test_mirrored_descriptors_equal_sift_on_the_mirrored_image():
+    sift = cv2.SIFT_create()
+    g = cv2.resize(gray(), (225, 150), interpolation=cv2.INTER_AREA)
+    kp1, d1 = sift.detectAndCompute(g, None)
+    kp2, d2 = sift.detectAndCompute(np.ascontiguousarray(g[:, ::-1]), None)
+    xy1 = np.array([k.pt for k in kp1])
+    xy2 = np.array([k.pt for k in kp2])
+    xy2[:, 0] = g.shape[1] - 0.5 - xy2[:, 0]  # OpenCV's keypoint coordinates: mirrored about W/2 - 1/4
+    mirrored_err, plain_err = [], []
+    for i in range(len(kp1)):
+        j = np.argmin(np.linalg.norm(xy2 - xy1[i], axis=1))
+        if np.linalg.norm(xy2[j] - xy1[i]) < 0.05 and abs(kp1[i].size - kp2[j].size) < 0.05:
+            norm = np.linalg.norm(d2[j])
+            mirrored_err.append(np.linalg.norm(mirror(d1[i : i + 1])[0] - d2[j]) / norm)
+            plain_err.append(np.linalg.norm(d1[i] - d2[j]) / norm)
+    assert len(mirrored_err) >= 10
+    # the same descriptor (a few keypoints have two orientations, and pair up with the other one)
+    assert np.median(mirrored_err) < 0.01
+    assert np.median(plain_err) > 0.3
+
+
+def test_rootsift_unit_norm():
+    d = np.random.default_rng(0).integers(0, 255, (50, 128)).astype(np.uint8)
+    assert np.allclose(np.linalg.norm(rootsift(d), axis=1), 1, atol=1e-5)
+
+
+def test_keypoints_in_pixels_of_the_given_image():
+    g = gray("coffee")  # 600x400
+    f = Extractor(Settings())(g)
+    assert len(f) > 150
+    assert f.xy[:, 0].max() < 600 and f.xy[:, 1].max() < 400
+    assert f.xy[:, 0].max() > 500 and f.xy[:, 1].max() > 300  # the whole image, not a quarter of it
+
+
+def test_smooth_images_get_more_keypoints():
+    g = cv2.GaussianBlur(gray("rocket"), (0, 0), 2)
+    strict = Extractor(Settings(sift_min_features=0))(g)
+    adaptive = Extractor(Settings())(g)
+    assert len(adaptive) > len(strict)

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import numpy as np
+
+from pimmi.verify import one_to_one, verify
+
+
+def test_one_to_one_keeps_nearest_and_each_keypoint_once():
+    q = np.array([0, 0, 1, 2, 2])
+    r = np.array([5, 6, 5, 7, 7])
+    d = np.array([0.3, 0.1, 0.2, 0.5, 0.4])
+    kept = one_to_one(q, r, d)
+    assert len(set(q[kept])) == len(kept) and len(set(r[kept])) == len(kept)
+    assert set(kept) == {1, 2, 4}
+
+
+def test_recovers_a_similarity_among_outliers():
+    rng = np.random.default_rng(0)
+    q = rng.uniform(0, 500, (60, 2)).astype(np.float32)
+    angle, scale = np.deg2rad(20), 0.6
+    R = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    r = q @ R.T + [40, 10]
+    r[30:] = rng.uniform(0, 500, (30, 2))  # half are wrong
+    v = verify(q, r.astype(np.float32), 4.0, 8)
+    assert v is not None
+    assert v.inliers[:30].all() and v.inliers[30:].sum() <= 2
+    assert np.allclose(v.transform[:, :2], R, atol=0.01)
+
+
+def test_random_correspondences_are_rejected():
+    rng = np.random.default_rng(1)
+    q = rng.uniform(0, 500, (80, 2)).astype(np.float32)
+    r = rng.uniform(0, 500, (80, 2)).astype(np.float32)
+    assert verify(q, r, 4.0, 8) is None
