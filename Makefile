@@ -25,7 +25,7 @@ demo: $(VENV)/.installed-demo
 	$(BIN)/python -m pimmi.demo report $(DEMO)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check .
 
 test: $(VENV)/.installed-test lint
 	$(BIN)/python -m pytest -q

@@ -136,7 +136,7 @@ def test_query_new_images_against_the_index(demo_run, tmp_path):
 def test_query_with_other_extraction_settings_is_refused(demo_run, capsys):
     corpus, ws = demo_run["corpus"], demo_run["ws"]
     assert run(["--sift-nfeatures", "300", "query", str(corpus / "images"), str(ws)]) == 1
-    assert "sift_nfeatures=1000 (now 300)" in capsys.readouterr().err
+    assert "sift_nfeatures=200 (now 300)" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not (SHARED / "pimmi_small").is_dir(), reason="needs ../shared/bench/pimmi_small")

@@ -45,15 +45,14 @@ class Settings:
         "at a quarter of the cost.",
         "sift",
     )
-    sift_nfeatures: int = _opt(1000, "OpenCV SIFT: the number of best features to retain.", "sift")
-    sift_nOctaveLayers: int = _opt(3, "OpenCV SIFT: layers per octave (3 in Lowe's paper).", "sift")
-    sift_contrastThreshold: float = _opt(0.04, "OpenCV SIFT: contrast threshold; larger gives fewer features.", "sift")
-    sift_min_features: int = _opt(
-        150,
-        "Images with fewer keypoints than this (smooth, low-contrast pictures) are extracted again with a "
-        "contrast threshold four times lower.",
+    sift_nfeatures: int = _opt(
+        200,
+        "OpenCV SIFT: the number of strongest keypoints kept per image (with a low contrast threshold, every "
+        "image, smooth ones too, gets about this many).",
         "sift",
     )
+    sift_nOctaveLayers: int = _opt(3, "OpenCV SIFT: layers per octave (3 in Lowe's paper).", "sift")
+    sift_contrastThreshold: float = _opt(0.01, "OpenCV SIFT: contrast threshold; larger gives fewer features.", "sift")
     sift_edgeThreshold: float = _opt(10.0, "OpenCV SIFT: edge threshold; larger keeps more edge-like features.", "sift")
     sift_sigma: float = _opt(1.6, "OpenCV SIFT: sigma of the Gaussian at octave 0.", "sift")
 

@@ -20,20 +20,16 @@ class Features:
 
 
 class Extractor:
-    """SIFT with the workspace's settings; smooth images get a second pass with a lower contrast threshold."""
+    """SIFT with the workspace's settings."""
 
     def __init__(self, settings: Settings):
         self.halve = settings.sift_halve
-        self.min_features = settings.sift_min_features
-        self.sift, self.sift_low = (
-            cv2.SIFT_create(
-                nfeatures=settings.sift_nfeatures,
-                nOctaveLayers=settings.sift_nOctaveLayers,
-                contrastThreshold=settings.sift_contrastThreshold * factor,
-                edgeThreshold=settings.sift_edgeThreshold,
-                sigma=settings.sift_sigma,
-            )
-            for factor in (1.0, 0.25)
+        self.sift = cv2.SIFT_create(
+            nfeatures=settings.sift_nfeatures,
+            nOctaveLayers=settings.sift_nOctaveLayers,
+            contrastThreshold=settings.sift_contrastThreshold,
+            edgeThreshold=settings.sift_edgeThreshold,
+            sigma=settings.sift_sigma,
         )
 
     def __call__(self, gray: np.ndarray) -> Features:
@@ -45,22 +41,14 @@ class Extractor:
         src = gray
         if self.halve and min(gray.shape) >= 32:
             src = cv2.resize(gray, (gray.shape[1] // 2, gray.shape[0] // 2), interpolation=cv2.INTER_AREA)
-        feats = _detect(self.sift, src, gray)
-        if len(feats) < self.min_features:
-            low = _detect(self.sift_low, src, gray)
-            feats = low if len(low) > len(feats) else feats
-        return feats
-
-
-def _detect(sift: cv2.SIFT, src: np.ndarray, gray: np.ndarray) -> Features:
-    keypoints, desc = sift.detectAndCompute(src, None)
-    if desc is None or not keypoints:
-        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
-    xy = np.array([kp.pt for kp in keypoints], dtype=np.float32)
-    if src is not gray:
-        xy *= np.float32(gray.shape[1] / src.shape[1]), np.float32(gray.shape[0] / src.shape[0])
-    # OpenCV's SIFT descriptors are integers in [0, 255] stored as float.
-    return Features(xy, np.clip(np.rint(desc), 0, 255).astype(np.uint8))
+        keypoints, desc = self.sift.detectAndCompute(src, None)
+        if desc is None or not keypoints:
+            return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
+        xy = np.array([kp.pt for kp in keypoints], dtype=np.float32)
+        if src is not gray:
+            xy *= np.float32(gray.shape[1] / src.shape[1]), np.float32(gray.shape[0] / src.shape[0])
+        # OpenCV's SIFT descriptors are integers in [0, 255] stored as float.
+        return Features(xy, np.clip(np.rint(desc), 0, 255).astype(np.uint8))
 
 
 def _mirror_permutation() -> np.ndarray:
