@@ -73,10 +73,10 @@ def test_crop_region_found_inside_the_original(demo_run):
 
 def test_clusters_from_csv_template_equal_clusters_from_workspace(demo_run, tmp_path):
     corpus, ws = demo_run["corpus"], demo_run["ws"]
-    template = str(tmp_path / "mining_{}.csv")
-    assert run(["query", str(corpus / "images"), str(ws), "--output-template", template, "--nb-per-file", "40"]) == 0
-    packs = sorted(tmp_path.glob("mining_*.csv"))
-    assert len(packs) == 3  # 85 images, 40 per pack
+    template = str(tmp_path / "mining")  # PIMMI's: mining1.csv, mining2.csv ...
+    assert run(["query", str(corpus / "images"), str(ws), "--output-template", template, "--nb-per-split", "40"]) == 0
+    packs = sorted(tmp_path.glob("mining*.csv"))
+    assert [p.name for p in packs] == ["mining1.csv", "mining2.csv", "mining3.csv"]  # 85 images, 40 per pack
     assert run(["clusters", str(ws), template, "-o", str(tmp_path / "c.csv")]) == 0
     assert read_csv(tmp_path / "c.csv") == read_csv(demo_run["clusters"])
 

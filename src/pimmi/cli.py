@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import logging
 import os
 import sys
@@ -15,7 +16,15 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from pimmi import __version__
-from pimmi.settings import Settings, SettingsError, config_text, load_settings, option_name, setting_fields
+from pimmi.settings import (
+    IGNORED_PIMMI_KEYS,
+    Settings,
+    SettingsError,
+    config_text,
+    load_settings,
+    option_name,
+    setting_fields,
+)
 
 log = logging.getLogger("pimmi")
 MAX_ERRORS_SHOWN = 30
@@ -35,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             f"--{option_name(f.name)}", dest=f"setting_{f.name}", default=None, metavar="VALUE", help=argparse.SUPPRESS
         )
+    for key in sorted(IGNORED_PIMMI_KEYS):  # PIMMI's switches that have no meaning here: accepted, ignored
+        p.add_argument(f"--{option_name(key)}", dest=f"ignored_{key}", default=None, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     c = sub.add_parser("fill", help="extract features of the images in IMAGE_DIR and index them in INDEX_DIR")
@@ -54,15 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("image_dir")
     c.add_argument("index_dir")
     c.add_argument("-o", "--output", help="CSV file to write (default: stdout)")
-    c.add_argument("--output-template", help="write one CSV per pack of images, e.g. 'out/mining_{}.csv'")
-    c.add_argument(
-        "--nb-per-file",
-        "--nb-per-split",
-        dest="nb_per_file",
-        type=int,
-        default=10000,
-        help="images per pack (pack_id column, and files with --output-template)",
-    )
+    c.add_argument("--output-template", help="write several CSV files: TEMPLATE1.csv, TEMPLATE2.csv ... (as PIMMI)")
+    c.add_argument("--nb-per-split", type=int, default=10000, help="images per pack (the pack_id column)")
+    c.add_argument("--nb-per-file", type=int, help="rows per file with --output-template (default: a file per pack)")
+    c.add_argument("--simple", action="store_true", help=argparse.SUPPRESS)
     c.add_argument("-n", "--nb-img", type=int, help="only the first N images (sorted by path)")
     _config_option(c)
 
@@ -117,7 +123,7 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_pimmi_silent(list(sys.argv[1:] if argv is None else argv)))
     _setup_logging(args.verbose, args.silent)
     if not args.command:
         parser.print_help(sys.stderr)
@@ -137,6 +143,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"pimmi: error: {e}", file=sys.stderr)
             return 1
         raise
+
+
+def _pimmi_silent(argv: list[str]) -> list[str]:
+    """PIMMI's ``--silent VALUE`` becomes our ``--silent`` flag (or nothing)."""
+    out = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--silent" and i + 1 < len(argv) and argv[i + 1].lower() in ("true", "false", "1", "0"):
+            if argv[i + 1].lower() in ("true", "1"):
+                out.append("--silent")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
 
 
 def _setup_logging(verbose: int, silent: bool) -> None:
@@ -187,13 +208,13 @@ def cmd_query(args: argparse.Namespace) -> int:
         args.index_dir,
         settings,
         nb_img=args.nb_img,
-        nb_per_pack=args.nb_per_file,
+        nb_per_pack=args.nb_per_split,
         progress=not args.silent,
         stats=stats,
     )
     rows = (csv_row(m) for m in matches)
     if args.output_template:
-        _write_packs(args.output_template, csv_columns(), rows)
+        _write_packs(args.output_template, csv_columns(), rows, args.nb_per_file)
     else:
         _write_csv(args.output, csv_columns(), rows)
     _say(
@@ -289,16 +310,20 @@ def _write_csv(path: str | None, header: list[str], rows: Iterable[list]) -> Non
     os.replace(tmp, path)
 
 
-def _write_packs(template: str, header: list[str], rows: Iterable[list]) -> None:
-    """One CSV per pack of query images; the template's ``{}`` (or a suffix) takes the pack number."""
-    if "{}" not in template:
-        template = template.removesuffix(".csv") + "_{}.csv"
+def _write_packs(template: str, header: list[str], rows: Iterable[list], rows_per_file: int | None) -> None:
+    """Files TEMPLATE1.csv, TEMPLATE2.csv ... (PIMMI's naming; a ``{}`` in the template takes the number):
+    ``rows_per_file`` rows each, or one file per pack of query images."""
     pack_col = header.index("pack_id")
-    packs: dict[int, list[list]] = {}
-    for row in rows:
-        packs.setdefault(row[pack_col], []).append(row)
-    for pack, pack_rows in sorted(packs.items()):
-        _write_csv(template.replace("{}", f"{pack:06d}"), header, pack_rows)
+    rows = sorted(rows, key=lambda r: r[pack_col])  # duplicates' rows come last; packs stay together
+    if rows_per_file:
+        files = [rows[i : i + rows_per_file] for i in range(0, len(rows), rows_per_file)]
+    else:
+        files = [list(g) for _, g in itertools.groupby(rows, key=lambda r: r[pack_col])]
+    for number, file_rows in enumerate(files, start=1):
+        name = (
+            template.replace("{}", str(number)) if "{}" in template else f"{template.removesuffix('.csv')}{number}.csv"
+        )
+        _write_csv(name, header, file_rows)
 
 
 def _atomic_write_text(path: str, text: str) -> None:

@@ -44,10 +44,10 @@ def read_match_csv(paths: Iterable[str | Path]) -> list[tuple[int, int, int]]:
 
 
 def expand_csv_argument(arg: str) -> list[str]:
-    """A CSV path, a glob pattern, or a PIMMI-style output template (``{}`` or ``*`` for the pack number)."""
+    """A CSV path, a glob pattern, or an output template (PIMMI's ``fou`` for fou1.csv, fou2.csv ..., or ``{}``)."""
     if Path(arg).is_file():
         return [arg]
-    pattern = arg.replace("{}", "*")
+    pattern = arg.replace("{}", "*") if ("{}" in arg or "*" in arg) else f"{arg.removesuffix('.csv')}*.csv"
     found = sorted(glob.glob(pattern))
     if not found:
         raise FileNotFoundError(f"no query CSV matches {arg}")

@@ -1,0 +1,116 @@
+"""Shared helpers of the benchmark scripts: run a command while sampling its process tree's memory."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_KIT = ROOT.parent / "shared" / "bench"
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory (bytes) of a process and all its descendants, from /proc."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total
+
+
+def timed(cmd: list[str], log: Path | None = None) -> dict[str, float]:
+    """Run ``cmd``; wall seconds, CPU seconds (children) and peak RSS of its process tree (MB)."""
+    before = os.times()
+    t0 = time.perf_counter()
+    out = open(log, "a") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=out, stderr=out)
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, tree_rss(proc.pid))
+            stop.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    rc = proc.wait()
+    stop.set()
+    sampler.join()
+    if log:
+        out.close()
+    if rc != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed with {rc}" + (f" (see {log})" if log else ""))
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return {"wall": time.perf_counter() - t0, "cpu": cpu, "rss_mb": peak / 2**20}
+
+
+def make_bench(out: Path, seed: int, *extra: str) -> Path:
+    if not (out / "truth.csv").exists():
+        subprocess.run(
+            [
+                sys.executable,
+                str(BENCH_KIT / "make_copybench.py"),
+                "--pool",
+                str(BENCH_KIT / "pool"),
+                "--out",
+                str(out),
+                "--seed",
+                str(seed),
+                *extra,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return out
+
+
+def score(truth: Path, clusters: Path) -> dict:
+    js = clusters.with_suffix(".score.json")
+    subprocess.run(
+        [sys.executable, str(BENCH_KIT / "score.py"), str(truth), str(clusters), "--json", str(js)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return json.loads(js.read_text())
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
+    print(" | ".join(c.ljust(widths[c]) for c in columns))
+    print("-|-".join("-" * widths[c] for c in columns))
+    for r in rows:
+        print(" | ".join(_fmt(r.get(c)).ljust(widths[c]) for c in columns))
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, cols)
+        w.writeheader()
+        w.writerows(rows)
