@@ -32,14 +32,15 @@ def ensure_reference(venv: Path) -> Path:
 
 
 def run_tool(name: str, exe: str, bench: Path, work: Path, threads: int, log: Path) -> dict:
-    ws = work / f"{name}-index"
+    slug = name.split()[0].lower()
+    ws = work / f"{slug}-index"
     images = str(bench / "images")
     opts = ["--nb-threads", str(threads)] + (PIMMI_TUNED if name == "PIMMI 0.4.0" else ["--silent"])
-    clusters = work / f"{name.split()[0]}-clusters.csv"
+    clusters = work / f"{slug}-clusters.csv"
     fill = timed([exe, *opts, "fill", images, str(ws), "--erase", "--force"], log)
     if name == "PIMMI 0.4.0":
-        query = timed([exe, *opts, "query", images, str(ws), "--output-template", str(work / "pimmi-q")], log)
-        clus = timed([exe, *opts, "clusters", str(ws), str(work / "pimmi-q"), "-o", str(clusters)], log)
+        query = timed([exe, *opts, "query", images, str(ws), "-o", str(work / "pimmi-q.csv")], log)
+        clus = timed([exe, *opts, "clusters", str(ws), str(work / "pimmi-q.csv"), "-o", str(clusters)], log)
     else:
         query = timed([exe, *opts, "query", images, str(ws), "-o", str(work / "ours-q.csv")], log)
         clus = timed([exe, *opts, "clusters", str(ws), "-o", str(clusters)], log)

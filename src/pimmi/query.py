@@ -184,7 +184,7 @@ class Matcher:
 
     def _emit(self, matches: list[Match], query_ids: list[int], run_id: int) -> list[Match]:
         self.ws.clear_matches(query_ids)
-        self.ws.save_matches((asdict(m) for m in matches), run_id)
+        self.ws.save_matches((vars(m) for m in matches), run_id)  # vars: no deep copy, unlike asdict
         self.stats.queried += len(query_ids)
         self.stats.matches += len(matches)
         return matches
@@ -407,7 +407,8 @@ def _candidate_pairs(
     ends = np.r_[starts[1:], len(order)]
     votes = np.add.reduceat(new_vote.astype(np.int64), starts)
     out = []
-    strong = votes >= s.query_match_nb_threshold
+    # RANSAC needs as many distinct query keypoints as inliers: fewer votes can never verify.
+    strong = votes >= max(s.query_match_nb_threshold, s.query_match_nb_ransac_threshold)
     for gid in np.unique(g[starts[strong]]):
         mine = np.flatnonzero(strong & (g[starts] == gid))
         mine = mine[np.argsort(-votes[mine], kind="stable")][: s.query_max_candidates]

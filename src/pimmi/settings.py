@@ -70,7 +70,7 @@ class Settings:
 
     # -- query
     query_sift_knn: int = _opt(
-        16,
+        32,
         "Neighbours first retrieved per descriptor; raised adaptively (x4) while the farthest is still a match.",
         "query",
     )
