@@ -24,6 +24,7 @@ class Extractor:
 
     def __init__(self, settings: Settings):
         self.halve = settings.sift_halve
+        self.max_side = settings.sift_max_image_dimension
         self.sift = cv2.SIFT_create(
             nfeatures=settings.sift_nfeatures,
             nOctaveLayers=settings.sift_nOctaveLayers,
@@ -35,12 +36,18 @@ class Extractor:
     def __call__(self, gray: np.ndarray) -> Features:
         """Keypoints of a grayscale image, positions in pixels of ``gray``.
 
-        With ``halve``, SIFT runs on the image halved: OpenCV doubles its input before
-        building the pyramid, so the finest scale stays that of ``gray`` at a quarter of the cost.
+        With ``halve``, SIFT runs on the image at half the working size: OpenCV doubles its
+        input before building the pyramid, so the finest scale stays that of a full-size
+        image at a quarter of the cost. Images already smaller than that go in as they are.
         """
         src = gray
-        if self.halve and min(gray.shape) >= 32:
-            src = cv2.resize(gray, (gray.shape[1] // 2, gray.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        if self.halve:
+            target = self.max_side // 2
+            longest = max(gray.shape)
+            if longest > target:
+                f = target / longest
+                size = (max(1, round(gray.shape[1] * f)), max(1, round(gray.shape[0] * f)))
+                src = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
         keypoints, desc = self.sift.detectAndCompute(src, None)
         if desc is None or not keypoints:
             return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
