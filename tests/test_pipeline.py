@@ -83,7 +83,9 @@ def test_clusters_from_csv_template_equal_clusters_from_workspace(demo_run, tmp_
 
 def test_clusters_rows_follow_pimmi(demo_run):
     rows = read_csv(demo_run["clusters"])
-    assert list(rows[0]) == ["path", "image_id", "nb_points", "degree", "cluster_id", "quality"]
+    pimmi_columns = ["path", "image_id", "nb_points", "degree", "cluster_id", "quality"]
+    assert list(rows[0])[:6] == pimmi_columns
+    assert list(rows[0])[6:] == ["region_x0", "region_y0", "region_x1", "region_y1", "copy"]
     sizes = defaultdict(int)
     for r in rows:
         sizes[int(r["cluster_id"])] += 1
@@ -92,7 +94,7 @@ def test_clusters_rows_follow_pimmi(demo_run):
     assert ordered == sorted(ordered, reverse=True)
 
 
-@pytest.mark.parametrize("algo", ["louvain", "leiden"])
+@pytest.mark.parametrize("algo", ["components", "louvain", "leiden"])
 def test_community_algorithms(demo_run, tmp_path, algo):
     out = tmp_path / "c.csv"
     assert run(["clusters", str(demo_run["ws"]), "--algo", algo, "-o", str(out)]) == 0
@@ -101,6 +103,7 @@ def test_community_algorithms(demo_run, tmp_path, algo):
     for r in read_csv(out):
         by_cluster[r["cluster_id"]].add(truth[r["path"]])
     assert all(len(groups) == 1 for groups in by_cluster.values())  # communities never mix photos
+    assert list(read_csv(out)[0]) == ["path", "image_id", "nb_points", "degree", "cluster_id", "quality"]
 
 
 def test_eval_and_viz(demo_run, tmp_path, capsys):
@@ -153,3 +156,49 @@ def test_pimmi_small_dataset(tmp_path):
     assert cluster["0/000002.jpg"] == cluster["0/000005.jpg"] == cluster["0/000007.jpg"]
     assert cluster["0/000008.jpg"] == cluster["0/000009.jpg"] != cluster["0/000002.jpg"]
     assert len(cluster) == 5
+
+
+def test_montage_and_screenshot_join_each_source_without_merging(tmp_path):
+    from PIL import Image, ImageDraw, ImageFont
+
+    from pimmi.demo import build_corpus, sample_photo
+
+    build_corpus(
+        tmp_path,
+        originals=["astronaut", "coffee", "chelsea", "immunohistochemistry"],
+        distractors=["moon"],
+        copies=["jpeg", "flip", "scale"],
+    )
+    images = tmp_path / "images"
+    a, c = sample_photo("astronaut"), sample_photo("coffee")
+    montage = Image.new("RGB", (900, 420), "white")
+    montage.paste(a.resize((400, 400)), (10, 10))
+    montage.paste(c.resize((470, 313)), (420, 50))
+    montage.save(images / "montage.jpg", quality=90)
+    shot = Image.new("RGB", (640, 900), (21, 32, 43))
+    draw = ImageDraw.Draw(shot)
+    draw.text((20, 20), "@someone 3h: look at this cat", font=ImageFont.load_default(size=30), fill="white")
+    shot.paste(sample_photo("chelsea").resize((420, 280)), (40, 120))
+    shot.paste(sample_photo("immunohistochemistry").resize((260, 260)), (350, 580))
+    shot.save(images / "screenshot.png")
+    ws = tmp_path / "ws"
+    assert run(["fill", str(images), str(ws)]) == 0
+    assert run(["query", str(images), str(ws), "-o", str(tmp_path / "q.csv")]) == 0
+    for algo in ("parts", "components"):
+        assert run(["clusters", str(ws), "--algo", algo, "-o", str(tmp_path / f"{algo}.csv")]) == 0
+    rows = read_csv(tmp_path / "parts.csv")
+    clusters_of = defaultdict(set)
+    for r in rows:
+        clusters_of[r["path"]].add(r["cluster_id"])
+    one = {p: next(iter(c)) for p, c in clusters_of.items() if len(c) == 1}
+    assert one["astronaut/astronaut.jpg"] != one["coffee/coffee.jpg"]  # not merged through the montage
+    assert clusters_of["montage.jpg"] == {one["astronaut/astronaut.jpg"], one["coffee/coffee.jpg"]}
+    assert clusters_of["screenshot.png"] == {
+        one["chelsea/chelsea.jpg"],
+        one["immunohistochemistry/immunohistochemistry.jpg"],
+    }
+    kinds = {(r["path"], r["cluster_id"]): r["copy"] for r in rows}
+    assert kinds[("montage.jpg", one["coffee/coffee.jpg"])] == "part"
+    assert kinds[("coffee/coffee.jpg", one["coffee/coffee.jpg"])] == "whole"
+    components = clusters_by_path(tmp_path / "components.csv")
+    assert components["astronaut/astronaut.jpg"] == components["coffee/coffee.jpg"]  # PIMMI's behaviour merges

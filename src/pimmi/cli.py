@@ -54,7 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-e", "--erase", action="store_true", help="start over: drop the existing workspace content")
     c.add_argument("-f", "--force", action="store_true", help="accepted for PIMMI compatibility (pimmi never prompts)")
     c.add_argument("-n", "--nb-img", type=int, help="only the first N images (sorted by path)")
-    c.add_argument("--index-type", dest="setting_index_type", help="FAISS factory string (default: auto)")
+    c.add_argument(
+        "--index-type",
+        dest="setting_index_type",
+        default=argparse.SUPPRESS,
+        help="FAISS factory string (default: auto)",
+    )
     _config_option(c)
 
     c = sub.add_parser(
@@ -80,8 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("index_dir")
     c.add_argument("query_csv", nargs="?", help="query CSV, glob or template (default: matches in the workspace)")
     c.add_argument("-o", "--output", help="CSV file to write (default: stdout)")
-    c.add_argument("--algo", dest="setting_algo", help="components (default), louvain or leiden")
-    c.add_argument("--nb-match-ransac", dest="setting_nb_match_ransac", help="least inliers for an edge")
+    c.add_argument(
+        "--algo", dest="setting_algo", default=argparse.SUPPRESS, help="parts (default), components, louvain or leiden"
+    )
+    c.add_argument(
+        "--nb-match-ransac", dest="setting_nb_match_ransac", default=argparse.SUPPRESS, help="least inliers for an edge"
+    )
     _config_option(c)
 
     c = sub.add_parser("viz", help="write the JSON graph that PIMMI's viewer reads")
@@ -130,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[args.command](args)
+    except BrokenPipeError:  # the reader (head, less) went away: not an error
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("pimmi: interrupted; what was done is saved, run the same command again to resume", file=sys.stderr)
         return 130
@@ -232,12 +244,19 @@ def cmd_clusters(args: argparse.Namespace) -> int:
     settings = resolve_settings(args)
     with Workspace(args.index_dir, create=False) as ws:
         images = {r.id: r for r in ws.images()}
-        edges = read_match_csv(expand_csv_argument(args.query_csv)) if args.query_csv else ws.match_edges()
+        edges = read_match_csv(expand_csv_argument(args.query_csv)) if args.query_csv else _links(ws)
     rows = clusters(edges, images, settings.nb_match_ransac, settings.algo)
-    _write_csv(args.output, csv_columns(), ([getattr(r, c) for c in csv_columns()] for r in rows))
+    columns = csv_columns(settings.algo)
+    _write_csv(args.output, columns, ([getattr(r, c) for c in columns] for r in rows))
     n_clusters = len({r.cluster_id for r in rows})
     _say(args, f"pimmi clusters: {n_clusters} clusters of {len(rows)} images")
     return 0
+
+
+def _links(ws) -> list:
+    from pimmi.clusters import Link
+
+    return [Link(*row) for row in ws.match_links()]
 
 
 def cmd_viz(args: argparse.Namespace) -> int:
@@ -247,7 +266,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
 
     with Workspace(args.index_dir, create=False) as ws:
         images = {r.id: r for r in ws.images()}
-        edges = read_match_csv(expand_csv_argument(args.query_csv)) if args.query_csv else ws.match_edges()
+        edges = read_match_csv(expand_csv_argument(args.query_csv)) if args.query_csv else _links(ws)
     text = viz_json(args.clusters_csv, edges, images)
     if args.output:
         _atomic_write_text(args.output, text)

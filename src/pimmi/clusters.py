@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import glob
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -11,6 +12,19 @@ from pathlib import Path
 import igraph as ig
 
 from pimmi.workspace import ImageRecord
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in original pixels
+
+
+@dataclass(frozen=True)
+class Link:
+    """A verified match: the matched region in each image, when known."""
+
+    query: int
+    result: int
+    inliers: int
+    query_box: Box | None = None
+    result_box: Box | None = None
 
 
 @dataclass(frozen=True)
@@ -25,12 +39,24 @@ class ClusterRow:
     quality: float
 
 
-def csv_columns() -> list[str]:
-    return [f.name for f in fields(ClusterRow)]
+@dataclass(frozen=True)
+class PartClusterRow(ClusterRow):
+    """With parts-aware clustering: the image's region that belongs to the cluster, and whether it is the
+    whole image (a copy) or a part of it (a montage tile, the photo in a screenshot)."""
+
+    region_x0: float
+    region_y0: float
+    region_x1: float
+    region_y1: float
+    copy: str  # whole | part
 
 
-def read_match_csv(paths: Iterable[str | Path]) -> list[tuple[int, int, int]]:
-    """(query id, result id, inliers) from query CSV files (pimmi's or PIMMI's)."""
+def csv_columns(algo: str = "components") -> list[str]:
+    return [f.name for f in fields(PartClusterRow if algo == "parts" else ClusterRow)]
+
+
+def read_match_csv(paths: Iterable[str | Path]) -> list[Link]:
+    """Links from query CSV files (pimmi's, with regions, or PIMMI's, without)."""
     edges = []
     for p in paths:
         with open(p, newline="") as f:
@@ -38,9 +64,18 @@ def read_match_csv(paths: Iterable[str | Path]) -> list[tuple[int, int, int]]:
             need = {"query_image_id", "result_image_id", "nb_match_ransac"}
             if not reader.fieldnames or not need <= set(reader.fieldnames):
                 raise ValueError(f"{p}: not a query CSV (needs columns {', '.join(sorted(need))})")
+            boxed = "query_x0" in reader.fieldnames and "result_y1" in reader.fieldnames
             for row in reader:
-                edges.append((int(row["query_image_id"]), int(row["result_image_id"]), int(row["nb_match_ransac"])))
+                q, r, n = int(row["query_image_id"]), int(row["result_image_id"]), int(row["nb_match_ransac"])
+                if boxed:
+                    edges.append(Link(q, r, n, _box(row, "query"), _box(row, "result")))
+                else:
+                    edges.append(Link(q, r, n))
     return edges
+
+
+def _box(row: dict[str, str], side: str) -> Box:
+    return tuple(float(row[f"{side}_{c}"]) for c in ("x0", "y0", "x1", "y1"))  # type: ignore[return-value]
 
 
 def expand_csv_argument(arg: str) -> list[str]:
@@ -55,7 +90,7 @@ def expand_csv_argument(arg: str) -> list[str]:
 
 
 def clusters(
-    edges: Iterable[tuple[int, int, int]],
+    edges: Iterable[Link],
     images: dict[int, ImageRecord],
     min_inliers: int,
     algo: str = "components",
@@ -67,10 +102,16 @@ def clusters(
     any match are left out, as PIMMI does. ``quality`` is PIMMI's: the sum of inliers over
     the cluster's directed matches, divided by the most matches its images' points allow.
     """
+    links = [
+        e
+        for e in edges
+        if e.query != e.result and e.inliers >= min_inliers and e.query in images and e.result in images
+    ]
+    if algo == "parts":
+        return part_clusters(links, images)
     weights: dict[tuple[int, int], int] = {}
-    for q, r, n in edges:
-        if q != r and n >= min_inliers and q in images and r in images:
-            weights[(q, r)] = max(n, weights.get((q, r), 0))
+    for e in links:
+        weights[(e.query, e.result)] = max(e.inliers, weights.get((e.query, e.result), 0))
     nodes = sorted({v for e in weights for v in e})
     pos = {v: i for i, v in enumerate(nodes)}
     g = ig.Graph(n=len(nodes), edges=[(pos[q], pos[r]) for q, r in weights], directed=True)
@@ -83,9 +124,7 @@ def clusters(
     for cid, members in enumerate(groups):
         inside = set(members)
         total = sum(w for (q, r), w in weights.items() if q in inside and r in inside)
-        points = sorted(images[m].nb_points or 0 for m in members)
-        best = 2 * sum(p * w for p, w in zip(points, range(len(points), 0, -1)))
-        quality = total / best if best else 0.0
+        quality = _quality(total, [images[m].nb_points or 0 for m in members])
         for m in members:
             rec = images[m]
             rows.append(ClusterRow(rec.path, m, rec.nb_points or 0, degree[m], cid, round(quality, 6)))
@@ -105,3 +144,107 @@ def _communities(g: ig.Graph, algo: str, seed: int) -> list[list[int]]:
         ig.set_random_number_generator(random)
         return list(u.community_leiden(objective_function="modularity", weights="weight", n_iterations=-1))
     raise ValueError(f"unknown clustering algorithm {algo!r}")
+
+
+def _quality(total_inliers: int, nb_points: list[int]) -> float:
+    """PIMMI's quality: inliers over the most matches the images' points allow."""
+    points = sorted(nb_points)
+    best = 2 * sum(p * w for p, w in zip(points, range(len(points), 0, -1)))
+    return total_inliers / best if best else 0.0
+
+
+# -- parts-aware clustering
+SAME_REGION = 0.5  # two regions of an image are one part when they overlap by half of the smaller
+WHOLE = 0.5  # a region covering this share of its image makes the image a (whole) copy
+
+
+def part_clusters(links: list[Link], images: dict[int, ImageRecord]) -> list[PartClusterRow]:
+    """Cluster image *parts*: an image whose matches fall on distinct regions (a montage, a screenshot
+    holding two photos) joins the cluster of each region, without merging those clusters.
+
+    In each image, the regions of its matches are grouped into parts (regions overlapping by
+    half of the smaller one); each part is a node, each match joins the parts it touches on both
+    sides, and the clusters are the connected components of that graph. A region that spans
+    several parts (a whole copy of a montage) touches them all.
+    """
+    regions: dict[int, list[tuple[Box, int]]] = defaultdict(list)
+    for i, e in enumerate(links):
+        regions[e.query].append((e.query_box or _whole(images[e.query]), i))
+        regions[e.result].append((e.result_box or _whole(images[e.result]), i))
+    node_of: dict[tuple[int, int], int] = {}  # (image, part index) -> node
+    touches: dict[tuple[int, int], list[int]] = defaultdict(list)  # (image, link) -> nodes
+    node_image: list[int] = []
+    node_boxes: list[list[Box]] = []
+    for image, items in regions.items():
+        parts: list[Box] = []  # a representative (the smallest) region per part
+        for box, link in sorted(items, key=lambda it: _area(it[0])):
+            hits = [k for k, rep in enumerate(parts) if _overlap(box, rep) >= SAME_REGION]
+            if not hits:
+                parts.append(box)
+                hits = [len(parts) - 1]
+            for k in hits:
+                if (image, k) not in node_of:
+                    node_of[(image, k)] = len(node_image)
+                    node_image.append(image)
+                    node_boxes.append([])
+                node = node_of[(image, k)]
+                node_boxes[node].append(box)
+                touches[(image, link)].append(node)
+    g = ig.Graph(n=len(node_image))
+    g.add_edges([(a, b) for i, e in enumerate(links) for a in touches[(e.query, i)] for b in touches[(e.result, i)]])
+    groups = []
+    for comp in g.connected_components():
+        members = sorted({node_image[n] for n in comp})
+        groups.append((members, comp))
+    groups.sort(key=lambda mc: (-len(mc[0]), mc[0][0]))
+    rows = []
+    for cid, (members, comp) in enumerate(groups):
+        inside = set(comp)
+        partners: dict[int, set[int]] = defaultdict(set)
+        total = 0
+        for i, e in enumerate(links):
+            if any(n in inside for n in touches[(e.query, i)]) and any(n in inside for n in touches[(e.result, i)]):
+                partners[e.query].add(e.result)
+                partners[e.result].add(e.query)
+                total += e.inliers
+        quality = round(_quality(total, [images[m].nb_points or 0 for m in members]), 6)
+        boxes: dict[int, list[Box]] = defaultdict(list)
+        for n in comp:
+            boxes[node_image[n]] += node_boxes[n]
+        for m in members:
+            rec = images[m]
+            x0, y0, x1, y1 = _union(boxes[m])
+            whole = (x1 - x0) * (y1 - y0) >= WHOLE * max(1, (rec.width or 1) * (rec.height or 1))
+            rows.append(
+                PartClusterRow(
+                    rec.path,
+                    m,
+                    rec.nb_points or 0,
+                    len(partners[m]),
+                    cid,
+                    quality,
+                    x0,
+                    y0,
+                    x1,
+                    y1,
+                    "whole" if whole else "part",
+                )
+            )
+    return rows
+
+
+def _whole(rec: ImageRecord) -> Box:
+    return (0.0, 0.0, float(rec.width or 0), float(rec.height or 0))
+
+
+def _area(b: Box) -> float:
+    return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+
+
+def _overlap(a: Box, b: Box) -> float:
+    inter = _area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+    return inter / max(1e-9, min(_area(a), _area(b)))
+
+
+def _union(boxes: list[Box]) -> Box:
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))

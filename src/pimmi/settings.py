@@ -111,7 +111,11 @@ class Settings:
     # -- clusters
     nb_match_ransac: int = _opt(8, "Matches with fewer inliers are left out of the similarity graph.", "clusters")
     algo: str = _opt(
-        "components", "Clustering: 'components' (connected components), 'louvain' or 'leiden'.", "clusters"
+        "parts",
+        "Clustering: 'parts' (an image whose matches fall on distinct regions, a montage or a screenshot, joins "
+        "the cluster of each region without merging them), 'components' (connected components, as PIMMI), "
+        "'louvain' or 'leiden'.",
+        "clusters",
     )
 
     def replace(self, **changes: Any) -> Settings:
@@ -209,8 +213,8 @@ def load_settings(config_path: str | Path | None = None, overrides: dict[str, An
 def validate(s: Settings) -> None:
     if s.nb_threads < 1:
         raise SettingsError("--nb-threads must be at least 1")
-    if s.algo not in ("components", "louvain", "leiden"):
-        raise SettingsError(f"--algo must be components, louvain or leiden, not {s.algo!r}")
+    if s.algo not in ("parts", "components", "louvain", "leiden"):
+        raise SettingsError(f"--algo must be parts, components, louvain or leiden, not {s.algo!r}")
     if s.sift_max_image_dimension < 64:
         raise SettingsError("--sift-max-image-dimension must be at least 64")
     if not 0 < s.query_dist_ratio_threshold <= 1:

@@ -7,10 +7,11 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from pimmi.clusters import Link
 from pimmi.workspace import ImageRecord
 
 
-def viz_json(clusters_csv: str | Path, edges: list[tuple[int, int, int]], images: dict[int, ImageRecord]) -> str:
+def viz_json(clusters_csv: str | Path, edges: list[Link], images: dict[int, ImageRecord]) -> str:
     """One record per cluster, largest first: ``cluster, images, sample_path, nb_images, match_quality``,
     plus ``edges`` ([query path, result path, inliers]) for a graph view."""
     members: dict[str, list[tuple[int, str]]] = defaultdict(list)
@@ -19,12 +20,14 @@ def viz_json(clusters_csv: str | Path, edges: list[tuple[int, int, int]], images
         for row in csv.DictReader(f):
             members[row["cluster_id"]].append((int(row["image_id"]), row["path"]))
             quality[row["cluster_id"]] = float(row.get("quality") or 0)
-    cluster_of = {i: c for c, ms in members.items() for i, _ in ms}
+    clusters_of: dict[int, set[str]] = defaultdict(set)  # an image may be in several (parts-aware clustering)
+    for c, ms in members.items():
+        for i, _ in ms:
+            clusters_of[i].add(c)
     cluster_edges = defaultdict(list)
-    for q, r, n in edges:
-        c = cluster_of.get(q)
-        if c is not None and cluster_of.get(r) == c:
-            cluster_edges[c].append([images[q].path, images[r].path, n])
+    for e in edges:
+        for c in clusters_of.get(e.query, set()) & clusters_of.get(e.result, set()):
+            cluster_edges[c].append([images[e.query].path, images[e.result].path, e.inliers])
     records = [
         {
             "cluster": int(c) if c.isdigit() else c,

@@ -334,8 +334,10 @@ class Workspace:
         with self.transaction() as db:
             db.executemany("DELETE FROM matches WHERE query_id = ?", ((i,) for i in query_ids))
 
-    def match_edges(self) -> list[tuple[int, int, int]]:
-        return self.db.execute("SELECT query_id, result_id, nb_match_ransac FROM matches").fetchall()
+    def match_links(self) -> list[tuple[int, int, int, tuple | None, tuple | None]]:
+        """(query id, result id, inliers, query box, result box) of every stored match."""
+        rows = self.db.execute("SELECT query_id, result_id, nb_match_ransac, query_box, result_box FROM matches")
+        return [(q, r, n, tuple(json.loads(qb)), tuple(json.loads(rb))) for q, r, n, qb, rb in rows]
 
     # -- runs
     def start_run(self, command: str, settings: dict[str, Any]) -> int:
