@@ -154,3 +154,21 @@ def test_interrupted_fill_resumes_to_the_same_result(tmp_path):
         extracted = int(resumed.stderr.split(" extracted")[0].split()[-1])
         assert extracted <= len(expected) - 1 - done  # what was done is not extracted again
         assert _snapshot(ws) == expected
+
+
+def test_workspace_of_schema_1_gains_repeated_pattern_flags(small_corpus, tmp_path):
+    ws_dir = tmp_path / "ws"
+    assert run(["fill", str(small_corpus), str(ws_dir)]) == 0
+    with Workspace(ws_dir, create=False) as ws:
+        ids = [r.id for r in ws.images() if r.status == "ok"]
+        before = ws.features(ids)
+    db = sqlite3.connect(ws_dir / "pimmi.sqlite")
+    db.execute("ALTER TABLE features DROP COLUMN repeated")
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with Workspace(ws_dir, create=False) as ws:
+        assert ws.get_meta("schema_version") == "2"
+        after = ws.features(ids)
+    assert all(np.array_equal(before[i].repeated, after[i].repeated) for i in ids)
+    assert any(before[i].repeated.any() for i in ids)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from pimmi.demo import sample_photo
 from pimmi.settings import Settings
@@ -50,3 +51,20 @@ def test_keypoint_budget():
     g = gray("astronaut")
     assert 190 <= len(Extractor(Settings())(g)) <= 200  # the strongest 200
     assert len(Extractor(Settings(sift_nfeatures=50))(g)) <= 50
+
+
+def test_caption_keypoints_are_repeated_photo_keypoints_mostly_not():
+    from PIL import ImageDraw, ImageFont
+
+    im = sample_photo("chelsea").resize((512, 340))
+    band = 120
+    canvas = Image.new("RGB", (512, 340 + band), "white")
+    canvas.paste(im, (0, band))
+    ImageDraw.Draw(canvas).text(
+        (20, 20), "WHEN THE MEETING COULD\\nHAVE BEEN AN EMAIL", font=ImageFont.load_default(size=34), fill="black"
+    )
+    feats = Extractor(Settings())(np.asarray(canvas.convert("L")))
+    in_caption = feats.xy[:, 1] < band
+    assert in_caption.sum() >= 20 and (~in_caption).sum() >= 20
+    assert feats.repeated[in_caption].mean() > 0.8
+    assert feats.repeated[~in_caption].mean() < 0.4

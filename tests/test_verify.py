@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from pimmi.verify import one_to_one, verify
+from pimmi.verify import binomial_cdf, one_to_one, rests_on_patterns, verify
 
 
 def test_one_to_one_keeps_nearest_and_each_keypoint_once():
@@ -32,3 +33,22 @@ def test_random_correspondences_are_rejected():
     q = rng.uniform(0, 500, (80, 2)).astype(np.float32)
     r = rng.uniform(0, 500, (80, 2)).astype(np.float32)
     assert verify(q, r, 4.0, 8) is None
+
+
+def test_binomial_cdf():
+    assert binomial_cdf(0, 3, 0.5) == pytest.approx(0.125)
+    assert binomial_cdf(1, 3, 0.5) == pytest.approx(0.5)
+    assert binomial_cdf(3, 3, 0.5) == pytest.approx(1.0)
+    assert binomial_cdf(2, 10, 0.0) == 1.0
+
+
+def test_pattern_only_match_needs_enrichment():
+    on_text = np.ones(10, bool)
+    # 10 inliers all on repeated patterns, in an image where only 20 % of keypoints are: text
+    assert rests_on_patterns(on_text, on_text, 0.2, 0.2, 8, 0.1)
+    # the same inliers in images made of repeated spots everywhere: no evidence against them
+    assert not rests_on_patterns(on_text, on_text, 1.0, 1.0, 8, 0.1)
+    # enough inliers off patterns: a copy, whatever the rest
+    mixed = np.r_[np.zeros(8, bool), np.ones(10, bool)]
+    assert not rests_on_patterns(mixed, mixed, 0.2, 0.2, 8, 0.1)
+    assert not rests_on_patterns(on_text, on_text, 0.2, 0.2, 8, 0.0)  # test off

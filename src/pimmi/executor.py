@@ -7,6 +7,7 @@ items, and reads the results back in the order of the items.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, TypeVar
@@ -36,6 +37,10 @@ class SerialExecutor:
 def _worker_init() -> None:
     # Ctrl-C is the parent's to handle: it saves what is done, then stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # One process per core already: BLAS threads (numpy is not imported yet in a fresh
+    # forkserver child) would only fight each other over the cores.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
     import cv2
 
     cv2.setNumThreads(1)  # one process per core already

@@ -25,7 +25,7 @@ from pimmi.images import list_images
 from pimmi.progress import bar
 from pimmi.settings import Settings
 from pimmi.sift import Features, mirror, rootsift
-from pimmi.verify import bounding_box, one_to_one, verify
+from pimmi.verify import bounding_box, one_to_one, rests_on_patterns, verify
 from pimmi.workspace import ImageRecord, Workspace, WorkspaceError
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class QueryStats:
     candidates: int = 0
     verified_pairs: int = 0
     requeried_descriptors: int = 0
+    pattern_only: int = 0  # verified matches refused as standing on text or chrome alone
     seconds: dict[str, float] = field(default_factory=lambda: {"extract": 0.0, "search": 0.0, "verify": 0.0})
 
 
@@ -261,7 +262,7 @@ class Matcher:
         feats: Features,
         mirrored: bool,
         result_id: int,
-        xy: dict[int, np.ndarray],
+        xy: dict[int, tuple[np.ndarray, np.ndarray]],
         q_kp: np.ndarray,
         r_kp: np.ndarray,
         dist: np.ndarray,
@@ -275,7 +276,8 @@ class Matcher:
         q_pts = feats.xy[q_kp[sel]]
         if mirrored:
             q_pts = np.column_stack([_scaled_width(rec) - q_pts[:, 0], q_pts[:, 1]])
-        r_pts = xy[result_id][r_kp[sel]]
+        r_xy, r_repeated = xy[result_id]
+        r_pts = r_xy[r_kp[sel]]
         v = verify(q_pts, r_pts, self.s.query_ransac_reproj_threshold, self.s.query_match_nb_ransac_threshold)
         self.stats.verified_pairs += 1
         if v is None:
@@ -284,6 +286,17 @@ class Matcher:
         q_in = feats.xy[q_kp[sel][v.inliers]]  # unmirrored: the region as it lies in the query image
         spread = max(_spread(q_in, rec), _spread(r_pts[v.inliers], r))
         if spread < self.s.query_min_region_side:
+            return None
+        q_rep, r_rep = feats.repeated[q_kp[sel]][v.inliers], r_repeated[r_kp[sel]][v.inliers]
+        if rests_on_patterns(
+            q_rep,
+            r_rep,
+            float(feats.repeated.mean()),
+            float(r_repeated.mean()),
+            self.s.query_match_nb_ransac_threshold,
+            self.s.query_pattern_alpha,
+        ):
+            self.stats.pattern_only += 1
             return None
         pair = PairResult(
             rec.id,

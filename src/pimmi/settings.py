@@ -106,6 +106,14 @@ class Settings:
         "the height: a line of shared text alone is not a copy.",
         "query",
     )
+    query_pattern_alpha: float = _opt(
+        0.1,
+        "Text and UI chrome are not copies: a match with fewer inliers off repeated patterns (keypoints with "
+        "look-alikes in their own image, like letters) than query_match_nb_ransac_threshold is refused when, in "
+        "either image, its inliers fall on such patterns more often than chance would put them there (one-sided "
+        "binomial test at this level). 0 turns the test off.",
+        "query",
+    )
     query_batch_images: int = _opt(256, "Images searched together in one FAISS batch.", "query")
 
     # -- clusters

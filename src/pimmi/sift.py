@@ -14,6 +14,7 @@ from pimmi.settings import Settings
 class Features:
     xy: np.ndarray  # float32 (n, 2): keypoint positions in pixels of the scaled image
     descriptors: np.ndarray  # uint8 (n, 128): OpenCV SIFT descriptors
+    repeated: np.ndarray  # bool (n,): on a repeated pattern of the image (text, UI chrome, tiles); see below
 
     def __len__(self) -> int:
         return len(self.xy)
@@ -50,12 +51,43 @@ class Extractor:
                 src = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
         keypoints, desc = self.sift.detectAndCompute(src, None)
         if desc is None or not keypoints:
-            return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
+            return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), np.zeros(0, bool))
         xy = np.array([kp.pt for kp in keypoints], dtype=np.float32)
         if src is not gray:
             xy *= np.float32(gray.shape[1] / src.shape[1]), np.float32(gray.shape[0] / src.shape[0])
         # OpenCV's SIFT descriptors are integers in [0, 255] stored as float.
-        return Features(xy, np.clip(np.rint(desc), 0, 255).astype(np.uint8))
+        desc = np.clip(np.rint(desc), 0, 255).astype(np.uint8)
+        return Features(xy, desc, repeated_keypoints(xy, desc))
+
+
+# Squared RootSIFT distance under which two keypoints of one image look alike: a bit looser than
+# the distance at which a query accepts a match (0.4² = 0.16), so what could match twice is caught.
+TWIN_DIST2 = 0.2
+# A keypoint also belongs to a repeated pattern when this many of its nearest neighbours in the
+# image do: a glyph that occurs once sits among repeated glyphs of the same line of text.
+PATTERN_NEIGHBOURS, PATTERN_MIN_REPEATED = 6, 3
+
+
+def repeated_keypoints(xy: np.ndarray, descriptors: np.ndarray) -> np.ndarray:
+    """Keypoints on a repeated pattern of their own image: text, UI chrome, tiles, spots.
+
+    Letters recur within a caption, so the keypoints of a text have near-twins in the same
+    image, and so do its few unique glyphs' neighbours. Such keypoints can match another
+    image that carries the same text without the two images being copies; the query uses
+    these flags to refuse matches that rest on them alone (see ``query``).
+    """
+    n = len(xy)
+    if n < 2:
+        return np.zeros(n, bool)
+    r = rootsift(descriptors)
+    d2 = 2.0 - 2.0 * (r @ r.T)
+    np.fill_diagonal(d2, np.inf)
+    twin = d2.min(axis=1) < TWIN_DIST2
+    k = min(PATTERN_NEIGHBOURS, n - 1)
+    space = np.linalg.norm(xy[:, None, :] - xy[None, :, :], axis=2)
+    np.fill_diagonal(space, np.inf)
+    near = np.argpartition(space, k - 1, axis=1)[:, :k]
+    return twin | (twin[near].sum(axis=1) >= min(PATTERN_MIN_REPEATED, k))
 
 
 def _mirror_permutation() -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -69,3 +70,36 @@ def bounding_box(points: np.ndarray) -> tuple[float, float, float, float]:
     x0, y0 = points.min(axis=0)
     x1, y1 = points.max(axis=0)
     return round(float(x0), 1), round(float(y0), 1), round(float(x1), 1), round(float(y1), 1)
+
+
+def rests_on_patterns(
+    q_repeated: np.ndarray,
+    r_repeated: np.ndarray,
+    q_rate: float,
+    r_rate: float,
+    min_inliers: int,
+    alpha: float,
+) -> bool:
+    """Whether a verified match stands only on repeated patterns (shared text, UI chrome).
+
+    ``q_repeated``/``r_repeated`` flag the inliers lying on a repeated pattern of their image;
+    ``q_rate``/``r_rate`` are the share of such keypoints in each whole image. A match with
+    enough inliers off patterns stands. Otherwise it is pattern-only when, in one image, its
+    inliers are on patterns far more often than that image's keypoints in general: a caption
+    pasted on a photo, not a photo made of repeated spots, whose every match is on spots.
+    """
+    if alpha <= 0 or int((~(q_repeated | r_repeated)).sum()) >= min_inliers:
+        return False
+    for flags, rate in ((q_repeated, q_rate), (r_repeated, r_rate)):
+        if binomial_cdf(int((~flags).sum()), len(flags), 1.0 - rate) < alpha:
+            return True
+    return False
+
+
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p)."""
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 1.0 if k >= n else 0.0
+    return min(1.0, sum(math.comb(n, i) * p**i * (1.0 - p) ** (n - i) for i in range(k + 1)))

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from pimmi.sift import Features
+from pimmi.sift import Features, repeated_keypoints
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CATALOGUE = "pimmi.sqlite"
 
 SCHEMA = """
@@ -54,7 +54,8 @@ CREATE INDEX IF NOT EXISTS images_sha1 ON images (sha1);
 CREATE TABLE IF NOT EXISTS features (
     image_id INTEGER PRIMARY KEY REFERENCES images(id),
     xy BLOB NOT NULL,
-    descriptors BLOB NOT NULL
+    descriptors BLOB NOT NULL,
+    repeated BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS matches (
     query_id INTEGER NOT NULL,
@@ -117,11 +118,23 @@ class Workspace:
         version = self.get_meta("schema_version")
         if version is None:
             self.set_meta("schema_version", SCHEMA_VERSION)
+        elif int(version) == 1:
+            self._migrate_from_1()
         elif int(version) != SCHEMA_VERSION:
             raise WorkspaceError(f"{db}: schema version {version}, this pimmi reads version {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.db.close()
+
+    def _migrate_from_1(self) -> None:
+        """Version 2 stores which keypoints lie on repeated patterns; compute them for stored features."""
+        with self.transaction() as db:
+            db.execute("ALTER TABLE features ADD COLUMN repeated BLOB NOT NULL DEFAULT x''")
+            rows = db.execute("SELECT image_id, xy, descriptors FROM features").fetchall()
+            for image_id, xy, desc in rows:
+                f = _features(xy, desc, None)
+                db.execute("UPDATE features SET repeated = ? WHERE image_id = ?", (_pack_bool(f.repeated), image_id))
+            self.set_meta("schema_version", SCHEMA_VERSION)
 
     def __enter__(self) -> Workspace:
         return self
@@ -217,8 +230,13 @@ class Workspace:
                     continue
                 width, height, scale = size
                 db.execute(
-                    "INSERT OR REPLACE INTO features (image_id, xy, descriptors) VALUES (?, ?, ?)",
-                    (image_id, feats.xy.astype(np.float32).tobytes(), feats.descriptors.astype(np.uint8).tobytes()),
+                    "INSERT OR REPLACE INTO features (image_id, xy, descriptors, repeated) VALUES (?, ?, ?, ?)",
+                    (
+                        image_id,
+                        feats.xy.astype(np.float32).tobytes(),
+                        feats.descriptors.astype(np.uint8).tobytes(),
+                        _pack_bool(feats.repeated),
+                    ),
                 )
                 db.execute(
                     "UPDATE images SET status='ok', error=NULL, width=?, height=?, scale=?, nb_points=? WHERE id=?",
@@ -238,20 +256,22 @@ class Workspace:
         out = {}
         for chunk in _chunks(list(image_ids), 500):
             marks = ",".join("?" * len(chunk))
-            for image_id, xy, desc in self.db.execute(
-                f"SELECT image_id, xy, descriptors FROM features WHERE image_id IN ({marks})", chunk
+            for image_id, xy, desc, rep in self.db.execute(
+                f"SELECT image_id, xy, descriptors, repeated FROM features WHERE image_id IN ({marks})", chunk
             ):
-                out[image_id] = _features(xy, desc)
+                out[image_id] = _features(xy, desc, rep)
         return out
 
-    def keypoints(self, image_ids: Sequence[int]) -> dict[int, np.ndarray]:
+    def keypoints(self, image_ids: Sequence[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """(positions, repeated-pattern flags) of the keypoints of each image; no descriptors."""
         out = {}
         for chunk in _chunks(list(image_ids), 500):
             marks = ",".join("?" * len(chunk))
-            for image_id, xy in self.db.execute(
-                f"SELECT image_id, xy FROM features WHERE image_id IN ({marks})", chunk
+            for image_id, xy, rep in self.db.execute(
+                f"SELECT image_id, xy, repeated FROM features WHERE image_id IN ({marks})", chunk
             ):
-                out[image_id] = np.frombuffer(xy, np.float32).reshape(-1, 2)
+                xy = np.frombuffer(xy, np.float32).reshape(-1, 2)
+                out[image_id] = (xy, _unpack_bool(rep, len(xy)))
         return out
 
     def iter_features(
@@ -261,14 +281,14 @@ class Workspace:
         last = -1
         while True:
             rows = self.db.execute(
-                "SELECT f.image_id, f.xy, f.descriptors FROM features f JOIN images i ON i.id = f.image_id "
+                "SELECT f.image_id, f.xy, f.descriptors, f.repeated FROM features f JOIN images i ON i.id = f.image_id "
                 f"WHERE f.image_id > ? AND ({where}) ORDER BY f.image_id LIMIT ?",
                 (last, *params, batch),
             ).fetchall()
             if not rows:
                 return
-            for image_id, xy, desc in rows:
-                yield image_id, _features(xy, desc)
+            for image_id, xy, desc, rep in rows:
+                yield image_id, _features(xy, desc, rep)
             last = rows[-1][0]
 
     def count(self, where: str = "1", params: Sequence[Any] = ()) -> int:
@@ -353,8 +373,20 @@ class Workspace:
         )
 
 
-def _features(xy: bytes, desc: bytes) -> Features:
-    return Features(np.frombuffer(xy, np.float32).reshape(-1, 2), np.frombuffer(desc, np.uint8).reshape(-1, 128))
+def _features(xy: bytes, desc: bytes, repeated: bytes | None) -> Features:
+    points = np.frombuffer(xy, np.float32).reshape(-1, 2)
+    descriptors = np.frombuffer(desc, np.uint8).reshape(-1, 128)
+    if repeated is None:
+        return Features(points, descriptors, repeated_keypoints(points, descriptors))
+    return Features(points, descriptors, _unpack_bool(repeated, len(points)))
+
+
+def _pack_bool(flags: np.ndarray) -> bytes:
+    return np.packbits(flags.astype(bool)).tobytes()
+
+
+def _unpack_bool(data: bytes, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(data, np.uint8), count=n).astype(bool)
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
