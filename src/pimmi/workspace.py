@@ -130,10 +130,15 @@ class Workspace:
         """Version 2 stores which keypoints lie on repeated patterns; compute them for stored features."""
         with self.transaction() as db:
             db.execute("ALTER TABLE features ADD COLUMN repeated BLOB NOT NULL DEFAULT x''")
-            rows = db.execute("SELECT image_id, xy, descriptors FROM features").fetchall()
-            for image_id, xy, desc in rows:
-                f = _features(xy, desc, None)
-                db.execute("UPDATE features SET repeated = ? WHERE image_id = ?", (_pack_bool(f.repeated), image_id))
+            last = -1
+            while rows := db.execute(  # in batches: a large catalogue does not fit in memory
+                "SELECT image_id, xy, descriptors FROM features WHERE image_id > ? ORDER BY image_id LIMIT 1000",
+                (last,),
+            ).fetchall():
+                for image_id, xy, desc in rows:
+                    flags = _pack_bool(_features(xy, desc, None).repeated)
+                    db.execute("UPDATE features SET repeated = ? WHERE image_id = ?", (flags, image_id))
+                last = rows[-1][0]
             self.set_meta("schema_version", SCHEMA_VERSION)
 
     def __enter__(self) -> Workspace:
