@@ -205,7 +205,7 @@ class Matcher:
         q_rows, r_img, r_kp, dist = q_rows[keep], r_img[keep], r_kp[keep], dist[keep]
         pairs = _candidate_pairs(q.local[q_rows], q.mirrored[q_rows], r_img, q.kp[q_rows], self.s)
         self.stats.candidates += len(pairs)
-        xy = self.ws.keypoints(sorted({int(r) for _, _, r, _ in pairs}))
+        keypoints = self.ws.keypoints(sorted({int(r) for _, _, r, _ in pairs}))
         best: dict[tuple[int, int], Match] = {}
         for local, mirrored, result_id, sel in pairs:
             rec = batch[local]
@@ -214,7 +214,7 @@ class Matcher:
                 feats[rec.id],
                 bool(mirrored),
                 int(result_id),
-                xy,
+                keypoints,
                 q.kp[q_rows[sel]],
                 r_kp[sel],
                 dist[sel],
@@ -262,7 +262,7 @@ class Matcher:
         feats: Features,
         mirrored: bool,
         result_id: int,
-        xy: dict[int, tuple[np.ndarray, np.ndarray]],
+        keypoints: dict[int, tuple[np.ndarray, np.ndarray]],  # result id -> (positions, repeated flags)
         q_kp: np.ndarray,
         r_kp: np.ndarray,
         dist: np.ndarray,
@@ -276,7 +276,7 @@ class Matcher:
         q_pts = feats.xy[q_kp[sel]]
         if mirrored:
             q_pts = np.column_stack([_scaled_width(rec) - q_pts[:, 0], q_pts[:, 1]])
-        r_xy, r_repeated = xy[result_id]
+        r_xy, r_repeated = keypoints[result_id]
         r_pts = r_xy[r_kp[sel]]
         v = verify(q_pts, r_pts, self.s.query_ransac_reproj_threshold, self.s.query_match_nb_ransac_threshold)
         self.stats.verified_pairs += 1

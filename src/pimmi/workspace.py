@@ -136,7 +136,8 @@ class Workspace:
                 (last,),
             ).fetchall():
                 for image_id, xy, desc in rows:
-                    flags = _pack_bool(_features(xy, desc, None).repeated)
+                    points = np.frombuffer(xy, np.float32).reshape(-1, 2)
+                    flags = _pack_bool(repeated_keypoints(points, np.frombuffer(desc, np.uint8).reshape(-1, 128)))
                     db.execute("UPDATE features SET repeated = ? WHERE image_id = ?", (flags, image_id))
                 last = rows[-1][0]
             self.set_meta("schema_version", SCHEMA_VERSION)
@@ -378,12 +379,9 @@ class Workspace:
         )
 
 
-def _features(xy: bytes, desc: bytes, repeated: bytes | None) -> Features:
+def _features(xy: bytes, desc: bytes, repeated: bytes) -> Features:
     points = np.frombuffer(xy, np.float32).reshape(-1, 2)
-    descriptors = np.frombuffer(desc, np.uint8).reshape(-1, 128)
-    if repeated is None:
-        return Features(points, descriptors, repeated_keypoints(points, descriptors))
-    return Features(points, descriptors, _unpack_bool(repeated, len(points)))
+    return Features(points, np.frombuffer(desc, np.uint8).reshape(-1, 128), _unpack_bool(repeated, len(points)))
 
 
 def _pack_bool(flags: np.ndarray) -> bytes:
