@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from pimmi import __version__
+from pimmi.executor import keep_freed_memory
 from pimmi.settings import (
     IGNORED_PIMMI_KEYS,
     Settings,
@@ -134,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_pimmi_silent(list(sys.argv[1:] if argv is None else argv)))
     _setup_logging(args.verbose, args.silent)
+    keep_freed_memory()
     if not args.command:
         parser.print_help(sys.stderr)
         return 2

@@ -24,6 +24,7 @@ from pimmi.workspace import CATALOGUE, Workspace
 log = logging.getLogger(__name__)
 
 COMMIT_EVERY_S = 2.0
+ADD_BATCH_IMAGES = 500  # images whose descriptors are added to the index together
 
 
 @dataclass
@@ -203,18 +204,32 @@ def update_index(ws: Workspace, settings: Settings, progress: bool) -> None:
     else:
         index = idx.load(current)
         where = "i.status = 'ok' AND i.indexed = 0"
-    added = []
+    added: list[int] = []
     n_images = ws.count(where.replace("i.", ""))
+    vectors: list[np.ndarray] = []
+    ids: list[np.ndarray] = []
     with bar(n_images, "indexing", progress) as pbar:
         for image_id, feats in ws.iter_features(where):
             if len(feats):
-                index.add_with_ids(rootsift(feats.descriptors), idx.pack_ids(image_id, len(feats)))
+                vectors.append(rootsift(feats.descriptors))
+                ids.append(idx.pack_ids(image_id, len(feats)))
             added.append(image_id)
             pbar.update()
+            if len(vectors) >= ADD_BATCH_IMAGES:
+                _add(index, vectors, ids)
+        _add(index, vectors, ids)
     path = ws.next_index_path()
     idx.save(index, path)
     ws.commit_index(path, added, wanted, rebuilt=rebuild)
     log.info("index %s: %d descriptors of %d images", wanted, index.ntotal, ws.count("indexed = 1"))
+
+
+def _add(index, vectors: list[np.ndarray], ids: list[np.ndarray]) -> None:
+    """Add the buffered images' descriptors in one call (one coarse-assignment GEMM), then empty the buffers."""
+    if vectors:
+        index.add_with_ids(np.concatenate(vectors), np.concatenate(ids))
+    vectors.clear()
+    ids.clear()
 
 
 def _train(index, ws: Workspace, settings: Settings) -> None:
