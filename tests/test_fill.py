@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -156,15 +157,19 @@ def test_interrupted_fill_resumes_to_the_same_result(tmp_path):
         assert _snapshot(ws) == expected
 
 
-def test_workspace_of_schema_1_gains_repeated_pattern_flags(small_corpus, tmp_path):
+def test_workspace_of_schema_1_gains_repeated_pattern_flags(small_corpus, tmp_path, capsys):
     ws_dir = tmp_path / "ws"
-    assert run(["fill", str(small_corpus), str(ws_dir)]) == 0
+    # Schema-1 workspaces kept the strongest keypoints, with no oversampling.
+    assert run(["--sift-oversample", "1", "fill", str(small_corpus), str(ws_dir)]) == 0
     with Workspace(ws_dir, create=False) as ws:
         ids = [r.id for r in ws.images() if r.status == "ok"]
         before = ws.features(ids)
     db = sqlite3.connect(ws_dir / "pimmi.sqlite")
     db.execute("ALTER TABLE features DROP COLUMN repeated")
     db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    stored = json.loads(db.execute("SELECT value FROM meta WHERE key = 'feature_settings'").fetchone()[0])
+    del stored["sift_oversample"]  # a setting schema 1 did not have
+    db.execute("UPDATE meta SET value = ? WHERE key = 'feature_settings'", (json.dumps(stored),))
     db.commit()
     db.close()
     with Workspace(ws_dir, create=False) as ws:
@@ -172,3 +177,10 @@ def test_workspace_of_schema_1_gains_repeated_pattern_flags(small_corpus, tmp_pa
         after = ws.features(ids)
     assert all(np.array_equal(before[i].repeated, after[i].repeated) for i in ids)
     assert any(before[i].repeated.any() for i in ids)
+    # The workspace was built without oversampling: today's default is refused with a one-line reason,
+    # the old value is accepted.
+    capsys.readouterr()
+    assert run(["query", str(small_corpus), str(ws_dir), "-o", str(tmp_path / "q.csv")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "sift_oversample=1.0 (now 2.0)" in err
+    assert run(["--sift-oversample", "1", "query", str(small_corpus), str(ws_dir), "-o", str(tmp_path / "q.csv")]) == 0

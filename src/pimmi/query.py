@@ -93,6 +93,7 @@ class QueryStats:
     verified_pairs: int = 0
     requeried_descriptors: int = 0
     pattern_only: int = 0  # verified matches refused as standing on text or chrome alone
+    small_region: int = 0  # verified matches refused as sharing only a small region of both images
     seconds: dict[str, float] = field(default_factory=lambda: {"extract": 0.0, "search": 0.0, "verify": 0.0})
 
 
@@ -284,8 +285,10 @@ class Matcher:
             return None
         r = self.records[result_id]
         q_in = feats.xy[q_kp[sel][v.inliers]]  # unmirrored: the region as it lies in the query image
-        spread = max(_spread(q_in, rec), _spread(r_pts[v.inliers], r))
-        if spread < self.s.query_min_region_side:
+        q_side, q_area = _region(q_in, rec)
+        r_side, r_area = _region(r_pts[v.inliers], r)
+        if max(q_side, r_side) < self.s.query_min_region_side or max(q_area, r_area) < self.s.query_min_region_area:
+            self.stats.small_region += 1
             return None
         q_rep, r_rep = feats.repeated[q_kp[sel]][v.inliers], r_repeated[r_kp[sel]][v.inliers]
         if rests_on_patterns(
@@ -430,11 +433,11 @@ def _candidate_pairs(
     return out
 
 
-def _spread(points: np.ndarray, rec: ImageRecord) -> float:
-    """The smaller of the matched region's width and height, as a fraction of the image's (scaled pixels)."""
+def _region(points: np.ndarray, rec: ImageRecord) -> tuple[float, float]:
+    """The matched region's smaller side and its area, as fractions of the image's (scaled pixels)."""
     w, h = (rec.width or 1) / (rec.scale or 1.0), (rec.height or 1) / (rec.scale or 1.0)
     span = np.ptp(points, axis=0)
-    return float(min(span[0] / w, span[1] / h))
+    return float(min(span[0] / w, span[1] / h)), float(span[0] * span[1] / (w * h))
 
 
 def _scaled_width(rec: ImageRecord) -> float:

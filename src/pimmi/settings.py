@@ -51,6 +51,13 @@ class Settings:
         "image, smooth ones too, gets about this many).",
         "sift",
     )
+    sift_oversample: float = _opt(
+        2.0,
+        "Detect this many times sift_nfeatures keypoints, then keep sift_nfeatures of them, those on repeated "
+        "patterns of the image (text, interface chrome, tiles) last: a caption or a screenshot's interface then "
+        "cannot crowd the photo out of the image's keypoints. 1 keeps the strongest, whatever they are on.",
+        "sift",
+    )
     sift_nOctaveLayers: int = _opt(3, "OpenCV SIFT: layers per octave (3 in Lowe's paper).", "sift")
     sift_contrastThreshold: float = _opt(0.01, "OpenCV SIFT: contrast threshold; larger gives fewer features.", "sift")
     sift_edgeThreshold: float = _opt(10.0, "OpenCV SIFT: edge threshold; larger keeps more edge-like features.", "sift")
@@ -106,6 +113,12 @@ class Settings:
         "the height: a line of shared text alone is not a copy.",
         "query",
     )
+    query_min_region_area: float = _opt(
+        0.06,
+        "In at least one of the two images, the matched region must cover this fraction of the image: what two "
+        "images share only in a small corner of both (a caption, a logo, a watermark) does not make them copies.",
+        "query",
+    )
     query_pattern_alpha: float = _opt(
         0.1,
         "Text and UI chrome are not copies: a match with fewer inliers off repeated patterns (keypoints with "
@@ -135,6 +148,10 @@ class Settings:
     def feature_settings(self) -> dict[str, Any]:
         """The settings that change the extracted features: a workspace is bound to them."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["group"] == "sift"}
+
+
+# Extraction settings added after workspaces were first written, with the value those workspaces used.
+LEGACY_FEATURE_SETTINGS: dict[str, Any] = {"sift_oversample": 1.0}
 
 
 class SettingsError(ValueError):
@@ -227,6 +244,8 @@ def validate(s: Settings) -> None:
         raise SettingsError("--sift-max-image-dimension must be at least 64")
     if not 0 < s.query_dist_ratio_threshold <= 1:
         raise SettingsError("--query-dist-ratio-threshold must be in (0, 1]")
+    if s.sift_oversample < 1:
+        raise SettingsError("--sift-oversample must be at least 1")
     if s.query_sift_knn < 2:
         raise SettingsError("--query-sift-knn must be at least 2")
 

@@ -26,8 +26,9 @@ class Extractor:
     def __init__(self, settings: Settings):
         self.halve = settings.sift_halve
         self.max_side = settings.sift_max_image_dimension
+        self.budget = settings.sift_nfeatures
         self.sift = cv2.SIFT_create(
-            nfeatures=settings.sift_nfeatures,
+            nfeatures=round(settings.sift_nfeatures * settings.sift_oversample),
             nOctaveLayers=settings.sift_nOctaveLayers,
             contrastThreshold=settings.sift_contrastThreshold,
             edgeThreshold=settings.sift_edgeThreshold,
@@ -57,7 +58,14 @@ class Extractor:
             xy *= np.float32(gray.shape[1] / src.shape[1]), np.float32(gray.shape[0] / src.shape[0])
         # OpenCV's SIFT descriptors are integers in [0, 255] stored as float.
         desc = np.clip(np.rint(desc), 0, 255).astype(np.uint8)
-        return Features(xy, desc, repeated_keypoints(xy, desc))
+        repeated = repeated_keypoints(xy, desc)
+        if len(xy) > self.budget:
+            # Keypoints off repeated patterns first, strongest first: high-contrast text would
+            # otherwise take most of a smooth photo's budget and leave it matchable by its caption.
+            response = np.array([kp.response for kp in keypoints], np.float32)
+            keep = np.sort(np.lexsort((-response, repeated))[: self.budget])
+            xy, desc, repeated = xy[keep], desc[keep], repeated[keep]
+        return Features(xy, desc, repeated)
 
 
 # Squared RootSIFT distance under which two keypoints of one image look alike: a bit looser than

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from pimmi.settings import LEGACY_FEATURE_SETTINGS
 from pimmi.sift import Features, repeated_keypoints
 
 SCHEMA_VERSION = 2
@@ -173,6 +174,7 @@ class Workspace:
             self.set_meta("feature_settings", json.dumps(feature_settings, sort_keys=True))
             return
         old = json.loads(stored)
+        old = LEGACY_FEATURE_SETTINGS | old  # settings added since: what workspaces without them used
         diff = [f"{k}={old.get(k)!r} (now {v!r})" for k, v in feature_settings.items() if old.get(k) != v]
         if diff:
             raise WorkspaceError(
