@@ -88,11 +88,12 @@ def repeated_keypoints(xy: np.ndarray, descriptors: np.ndarray) -> np.ndarray:
     if n < 2:
         return np.zeros(n, bool)
     r = rootsift(descriptors)
-    d2 = 2.0 - 2.0 * (r @ r.T)
-    np.fill_diagonal(d2, np.inf)
-    twin = d2.min(axis=1) < TWIN_DIST2
+    similarity = r @ r.T  # unit vectors: squared distance = 2 - 2 * similarity
+    np.fill_diagonal(similarity, -np.inf)
+    twin = similarity.max(axis=1) > 1.0 - TWIN_DIST2 / 2
     k = min(PATTERN_NEIGHBOURS, n - 1)
-    space = np.linalg.norm(xy[:, None, :] - xy[None, :, :], axis=2)
+    x, y = xy[:, 0], xy[:, 1]
+    space = np.subtract.outer(x, x) ** 2 + np.subtract.outer(y, y) ** 2  # squared: same order, cheaper
     np.fill_diagonal(space, np.inf)
     near = np.argpartition(space, k - 1, axis=1)[:, :k]
     return twin | (twin[near].sum(axis=1) >= min(PATTERN_MIN_REPEATED, k))
