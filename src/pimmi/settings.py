@@ -47,8 +47,8 @@ class Settings:
     )
     sift_nfeatures: int = _opt(
         200,
-        "OpenCV SIFT: the number of strongest keypoints kept per image (with a low contrast threshold, every "
-        "image, smooth ones too, gets about this many).",
+        "The number of keypoints kept per image, the strongest (see sift_oversample); with a low contrast "
+        "threshold every image, smooth ones too, gets about this many.",
         "sift",
     )
     sift_oversample: float = _opt(
