@@ -274,23 +274,24 @@ class Matcher:
         if known is not None:  # verified from the other side already
             return self._match(rec, self.records[result_id], known.towards(rec.id), pack)
         sel = one_to_one(q_kp, r_kp, dist)
-        q_pts = feats.xy[q_kp[sel]]
+        q_kp, r_kp = q_kp[sel], r_kp[sel]  # the one-to-one correspondences from here on
+        q_pts = feats.xy[q_kp]
         if mirrored:
             q_pts = np.column_stack([_scaled_width(rec) - q_pts[:, 0], q_pts[:, 1]])
         r_xy, r_repeated = keypoints[result_id]
-        r_pts = r_xy[r_kp[sel]]
+        r_pts = r_xy[r_kp]
         v = verify(q_pts, r_pts, self.s.query_ransac_reproj_threshold, self.s.query_match_nb_ransac_threshold)
         self.stats.verified_pairs += 1
         if v is None:
             return None
         r = self.records[result_id]
-        q_in = feats.xy[q_kp[sel][v.inliers]]  # unmirrored: the region as it lies in the query image
+        q_in = feats.xy[q_kp[v.inliers]]  # unmirrored: the region as it lies in the query image
         q_side, q_area = _region(q_in, rec)
         r_side, r_area = _region(r_pts[v.inliers], r)
         if max(q_side, r_side) < self.s.query_min_region_side or max(q_area, r_area) < self.s.query_min_region_area:
             self.stats.small_region += 1
             return None
-        q_rep, r_rep = feats.repeated[q_kp[sel]][v.inliers], r_repeated[r_kp[sel]][v.inliers]
+        q_rep, r_rep = feats.repeated[q_kp[v.inliers]], r_repeated[r_kp[v.inliers]]
         if rests_on_patterns(
             q_rep,
             r_rep,

@@ -137,8 +137,7 @@ class Workspace:
                 (last,),
             ).fetchall():
                 for image_id, xy, desc in rows:
-                    points = np.frombuffer(xy, np.float32).reshape(-1, 2)
-                    flags = _pack_bool(repeated_keypoints(points, np.frombuffer(desc, np.uint8).reshape(-1, 128)))
+                    flags = _pack_bool(repeated_keypoints(_points(xy), _descriptors(desc)))
                     db.execute("UPDATE features SET repeated = ? WHERE image_id = ?", (flags, image_id))
                 last = rows[-1][0]
             self.set_meta("schema_version", SCHEMA_VERSION)
@@ -173,8 +172,7 @@ class Workspace:
         if stored is None:
             self.set_meta("feature_settings", json.dumps(feature_settings, sort_keys=True))
             return
-        old = json.loads(stored)
-        old = LEGACY_FEATURE_SETTINGS | old  # settings added since: what workspaces without them used
+        old = LEGACY_FEATURE_SETTINGS | json.loads(stored)  # settings added since: what older workspaces used
         diff = [f"{k}={old.get(k)!r} (now {v!r})" for k, v in feature_settings.items() if old.get(k) != v]
         if diff:
             raise WorkspaceError(
@@ -278,8 +276,8 @@ class Workspace:
             for image_id, xy, rep in self.db.execute(
                 f"SELECT image_id, xy, repeated FROM features WHERE image_id IN ({marks})", chunk
             ):
-                xy = np.frombuffer(xy, np.float32).reshape(-1, 2)
-                out[image_id] = (xy, _unpack_bool(rep, len(xy)))
+                points = _points(xy)
+                out[image_id] = (points, _unpack_bool(rep, len(points)))
         return out
 
     def iter_features(
@@ -382,8 +380,16 @@ class Workspace:
 
 
 def _features(xy: bytes, desc: bytes, repeated: bytes) -> Features:
-    points = np.frombuffer(xy, np.float32).reshape(-1, 2)
-    return Features(points, np.frombuffer(desc, np.uint8).reshape(-1, 128), _unpack_bool(repeated, len(points)))
+    points = _points(xy)
+    return Features(points, _descriptors(desc), _unpack_bool(repeated, len(points)))
+
+
+def _points(xy: bytes) -> np.ndarray:
+    return np.frombuffer(xy, np.float32).reshape(-1, 2)
+
+
+def _descriptors(desc: bytes) -> np.ndarray:
+    return np.frombuffer(desc, np.uint8).reshape(-1, 128)
 
 
 def _pack_bool(flags: np.ndarray) -> bytes:
