@@ -256,6 +256,7 @@ def test_a_shared_caption_alone_does_not_merge_clusters(tmp_path):
     strongest = tmp_path / "ws_strongest"
     assert run(["--sift-oversample", "1", "fill", str(images), str(strongest)]) == 0
     off = ("--sift-oversample", "1", "--query-pattern-alpha", "0", "--query-min-region-area", "0")
+    off += ("--query-min-overlap-share", "0")
     unfiltered = caption_links(strongest, *off)
     tested = caption_links(strongest, "--sift-oversample", "1")
     print("caption links", unfiltered, tested)

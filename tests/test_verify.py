@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pimmi.verify import binomial_cdf, one_to_one, rests_on_patterns, verify
+from pimmi.verify import binomial_cdf, one_to_one, overlap_share, rests_on_patterns, verify
 
 
 def test_one_to_one_keeps_nearest_and_each_keypoint_once():
@@ -52,3 +52,17 @@ def test_pattern_only_match_needs_enrichment():
     mixed = np.r_[np.zeros(8, bool), np.ones(10, bool)]
     assert not rests_on_patterns(mixed, mixed, 0.2, 0.2, 8, 0.1)
     assert not rests_on_patterns(on_text, on_text, 0.2, 0.2, 8, 0.0)  # test off
+
+
+def test_overlap_share_tells_a_shared_band_from_a_copied_region():
+    rng = np.random.default_rng(0)
+    points = rng.uniform((0, 0), (400, 300), (200, 2))  # keypoints spread over a 400x300 image
+    same_place = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    band = points[points[:, 1] < 30]  # a caption band at the top, same place in both images
+    assert overlap_share(points, band, same_place, (400, 300)) < 0.15
+    # a crop: the other image is the left half, blown up 2x; the inliers spread over that half
+    crop = np.array([[2.0, 0, 0], [0, 2.0, 0]])
+    half = points[(points[:, 0] < 200) & (points[:, 1] < 150)]
+    assert overlap_share(points, half[rng.permutation(len(half))[:12]], crop, (400, 300)) > 0.6
+    # outside the other image, keypoints do not count: a tile of a montage holds all of its overlap
+    assert overlap_share(points, half, crop, (400, 300)) == 1.0

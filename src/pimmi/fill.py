@@ -185,8 +185,6 @@ def update_index(ws: Workspace, settings: Settings, progress: bool) -> None:
     """Add the extracted images not yet indexed; build the index anew when the corpus outgrew its type."""
     new_points = ws.total_points("status = 'ok' AND indexed = 0")
     current = ws.index_path()
-    if new_points == 0 and current is not None:
-        return
     total = ws.total_points("status = 'ok'")
     built_for = int(ws.get_meta("index_built_points") or 0)
     wanted = settings.index_type if settings.index_type != "auto" else idx.choose_index_type(total)
@@ -195,6 +193,8 @@ def update_index(ws: Workspace, settings: Settings, progress: bool) -> None:
         or (settings.index_type == "auto" and (wanted != ws.get_meta("index_type") and total > 4 * built_for))
         or (settings.index_type != "auto" and wanted != ws.get_meta("index_type"))
     )
+    if new_points == 0 and not rebuild:
+        return
     idx.set_threads(settings.nb_threads)
     if rebuild:
         index = idx.create_index(wanted)
@@ -250,4 +250,4 @@ def _train(index, ws: Workspace, settings: Settings) -> None:
     if need and len(data) > need:
         data = data[np.random.default_rng(0).choice(len(data), need, replace=False)]
     log.info("training %s on %d descriptors", type(index).__name__, len(data))
-    index.train(data)
+    idx.train(index, data)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from pimmi import index as idx
@@ -25,7 +26,7 @@ from pimmi.images import list_images
 from pimmi.progress import bar
 from pimmi.settings import Settings
 from pimmi.sift import Features, mirror, rootsift
-from pimmi.verify import bounding_box, one_to_one, rests_on_patterns, verify
+from pimmi.verify import bounding_box, one_to_one, overlap_share, rests_on_patterns, verify
 from pimmi.workspace import ImageRecord, Workspace, WorkspaceError
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class QueryStats:
     requeried_descriptors: int = 0
     pattern_only: int = 0  # verified matches refused as standing on text or chrome alone
     small_region: int = 0  # verified matches refused as sharing only a small region of both images
+    detail_only: int = 0  # verified matches refused as a detail of what both images overlap on
     seconds: dict[str, float] = field(default_factory=lambda: {"extract": 0.0, "search": 0.0, "verify": 0.0})
 
 
@@ -235,15 +237,24 @@ class Matcher:
         ntotal = self.index.ntotal
         rows = np.arange(len(q.vectors))
         k = min(s.query_sift_knn, ntotal)
+        likely: np.ndarray | None = None
         found = []
         while len(rows):
             D, ids = idx.search(self.index, q.vectors[rows], k)
             exhausted = k >= min(s.query_adaptative_knn_max, ntotal)
-            # The farthest neighbour stands for the background; while it is itself still close
-            # enough to be a copy, it is no background: ask for more neighbours.
+            pair = (q.image[rows, None] << 32) | idx.unpack_ids(ids)[0]  # (query image, neighbour's image)
+            if likely is None:
+                likely = _likely_copies(pair, (ids >= 0) & (D < max_d2), _min_votes(s))
+            # The farthest neighbour stands for the background; while it is itself still close enough to
+            # be a copy, it is no background: ask for more neighbours. Only where most neighbours are
+            # images this one already looks a copy of (a viral image's copies crowd the list): in a dense
+            # corpus, a generic corner or edge has thousands of close neighbours in unrelated images, and
+            # expanding those would make the search cost grow with the corpus.
             again = (D[:, -1] < max_d2) & (ids[:, -1] >= 0)
             if exhausted:
                 again[:] = False
+            elif again.any():
+                again[again] = np.isin(pair[again], likely).mean(axis=1) >= 0.5
             ref = np.where(ids[:, -1:] >= 0, D[:, -1:], np.inf)
             if exhausted and k >= ntotal:
                 ref = np.full_like(ref, np.inf)  # the whole index was retrieved: no background left
@@ -275,9 +286,10 @@ class Matcher:
             return self._match(rec, self.records[result_id], known.towards(rec.id), pack)
         sel = one_to_one(q_kp, r_kp, dist)
         q_kp, r_kp = q_kp[sel], r_kp[sel]  # the one-to-one correspondences from here on
-        q_pts = feats.xy[q_kp]
-        if mirrored:
-            q_pts = np.column_stack([_scaled_width(rec) - q_pts[:, 0], q_pts[:, 1]])
+        q_all = feats.xy
+        if mirrored:  # the query's points as the mirrored descriptors see them
+            q_all = np.column_stack([_scaled_width(rec) - q_all[:, 0], q_all[:, 1]])
+        q_pts = q_all[q_kp]
         r_xy, r_repeated = keypoints[result_id]
         r_pts = r_xy[r_kp]
         v = verify(q_pts, r_pts, self.s.query_ransac_reproj_threshold, self.s.query_match_nb_ransac_threshold)
@@ -290,6 +302,9 @@ class Matcher:
         r_side, r_area = _region(r_pts[v.inliers], r)
         if max(q_side, r_side) < self.s.query_min_region_side or max(q_area, r_area) < self.s.query_min_region_area:
             self.stats.small_region += 1
+            return None
+        if self._detail_only(q_all, q_pts[v.inliers], r_xy, r_pts[v.inliers], v.transform, rec, r):
+            self.stats.detail_only += 1
             return None
         q_rep, r_rep = feats.repeated[q_kp[v.inliers]], r_repeated[r_kp[v.inliers]]
         if rests_on_patterns(
@@ -312,6 +327,17 @@ class Matcher:
         )
         self.done[key] = pair
         return self._match(rec, r, pair, pack)
+
+    def _detail_only(self, q_all, q_in, r_all, r_in, transform: np.ndarray, q: ImageRecord, r: ImageRecord) -> bool:
+        """Whether, in both images, the matched region holds few of the keypoints where the images overlap.
+
+        Points are in scaled pixels, the query's mirrored when the match is (as ``transform`` expects).
+        """
+        share = self.s.query_min_overlap_share
+        if share <= 0 or overlap_share(q_all, q_in, transform, _scaled_size(r)) >= share:
+            return False
+        back = cv2.invertAffineTransform(transform)
+        return overlap_share(r_all, r_in, back, _scaled_size(q)) < share
 
     def _match(self, q: ImageRecord, r: ImageRecord, pair: PairResult, pack: int) -> Match:
         return Match(
@@ -406,6 +432,17 @@ def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
+def _min_votes(s: Settings) -> int:
+    # RANSAC needs as many distinct query keypoints as inliers: fewer votes can never verify.
+    return max(s.query_match_nb_threshold, s.query_match_nb_ransac_threshold)
+
+
+def _likely_copies(pair: np.ndarray, close: np.ndarray, min_votes: int) -> np.ndarray:
+    """The (query image, indexed image) keys seen among close neighbours at least ``min_votes`` times, sorted."""
+    keys, counts = np.unique(pair[close], return_counts=True)
+    return keys[counts >= min_votes]
+
+
 def _candidate_pairs(
     local: np.ndarray, mirrored: np.ndarray, r_img: np.ndarray, q_kp: np.ndarray, s: Settings
 ) -> list[tuple[int, bool, int, np.ndarray]]:
@@ -424,8 +461,7 @@ def _candidate_pairs(
     ends = np.r_[starts[1:], len(order)]
     votes = np.add.reduceat(new_vote.astype(np.int64), starts)
     out = []
-    # RANSAC needs as many distinct query keypoints as inliers: fewer votes can never verify.
-    strong = votes >= max(s.query_match_nb_threshold, s.query_match_nb_ransac_threshold)
+    strong = votes >= _min_votes(s)
     for gid in np.unique(g[starts[strong]]):
         mine = np.flatnonzero(strong & (g[starts] == gid))
         mine = mine[np.argsort(-votes[mine], kind="stable")][: s.query_max_candidates]
@@ -439,6 +475,10 @@ def _region(points: np.ndarray, rec: ImageRecord) -> tuple[float, float]:
     w, h = (rec.width or 1) / (rec.scale or 1.0), (rec.height or 1) / (rec.scale or 1.0)
     span = np.ptp(points, axis=0)
     return float(min(span[0] / w, span[1] / h)), float(span[0] * span[1] / (w * h))
+
+
+def _scaled_size(rec: ImageRecord) -> tuple[float, float]:
+    return _scaled_width(rec), (rec.height or 0) / (rec.scale or 1.0)
 
 
 def _scaled_width(rec: ImageRecord) -> float:

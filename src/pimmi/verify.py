@@ -72,6 +72,23 @@ def bounding_box(points: np.ndarray) -> tuple[float, float, float, float]:
     return round(float(x0), 1), round(float(y0), 1), round(float(x1), 1), round(float(y1), 1)
 
 
+def overlap_share(
+    points: np.ndarray, inliers: np.ndarray, transform: np.ndarray, other_size: tuple[float, float]
+) -> float:
+    """Of an image's keypoints that the transform puts inside the other image (the overlap), the share
+    inside the bounding box of the match's inliers.
+
+    A copy shares everything where the two images overlap, so its matched region holds most of the
+    overlap's keypoints; a shared caption or logo on two different photos holds a small share of them.
+    """
+    mapped = points @ transform[:, :2].T + transform[:, 2]
+    w, h = other_size
+    overlap = (mapped[:, 0] >= 0) & (mapped[:, 0] <= w) & (mapped[:, 1] >= 0) & (mapped[:, 1] <= h)
+    (x0, y0), (x1, y1) = inliers.min(axis=0), inliers.max(axis=0)
+    inside = (points[:, 0] >= x0) & (points[:, 0] <= x1) & (points[:, 1] >= y0) & (points[:, 1] <= y1)
+    return float((inside & overlap).sum() / max(1, overlap.sum()))
+
+
 def rests_on_patterns(
     q_repeated: np.ndarray,
     r_repeated: np.ndarray,

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import random
+
+import cv2
+import faiss
+import numpy as np
+import pytest
+
+from pimmi import index as idx
+from pimmi.demo import ORIGINALS, jpeg_copy, sample_photo
+from pimmi.sift import rootsift
+
+
+def _nlist(factory: str) -> int:
+    return int(factory.split("IVF")[1].split(",")[0].split("_")[0])
+
+
+def test_lists_grow_with_the_corpus_so_a_probe_costs_the_same():
+    sizes = [200_000, 2_000_000, 20_000_000 - 1, 200_000_000]
+    for n in sizes:
+        per_list = n / _nlist(idx.choose_index_type(n))
+        assert idx.LIST_SIZE / 1.5 <= per_list <= idx.LIST_SIZE * 1.5 or n > idx.MAX_NLIST * idx.LIST_SIZE
+    assert idx.choose_index_type(1000) == "IDMap,Flat"
+    assert "HNSW" not in idx.choose_index_type(1_000_000)  # few lists: exhaustive assignment is cheaper
+    assert "HNSW" in idx.choose_index_type(20_000_000 - 1)
+    assert idx.choose_index_type(200_000_000).startswith("OPQ32_128,IVF262144_HNSW32,PQ32")
+
+
+@pytest.fixture(scope="module")
+def photo_descriptors() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RootSIFT of real photos, of their JPEG copies, and the photo each descriptor comes from."""
+    sift = cv2.SIFT_create(nfeatures=600)
+    orig, copy, owner = [], [], []
+    rng = random.Random(0)
+    for i, name in enumerate(ORIGINALS):
+        im = sample_photo(name)
+        im = im.resize((512, round(512 * im.height / im.width)))
+        for target, pil in ((orig, im), (copy, jpeg_copy(im, rng))):
+            _, d = sift.detectAndCompute(np.asarray(pil.convert("L")), None)
+            target.append(rootsift(d))
+        owner.append(np.full(len(orig[-1]), i))
+    return np.concatenate(orig), np.concatenate(copy), np.concatenate(owner)
+
+
+def test_graph_lists_are_trained_in_two_levels_and_find_the_copies(photo_descriptors):
+    orig, copy, owner = photo_descriptors
+    index = idx.create_index("IVF64_HNSW32,SQ8")
+    idx.train(index, orig)
+    ivf = idx._ivf(index)
+    assert ivf.quantizer.ntotal == 64
+    # the lists are balanced as k-means lists are: none holds a large part of the corpus
+    sizes = np.bincount(ivf.quantizer.search(orig, 1)[1].ravel(), minlength=64)
+    assert sizes.max() < 0.1 * len(orig) and (sizes > 0).sum() > 0.9 * 64
+    index.add(orig)
+    idx.set_nprobe(index, 2)
+    exact = faiss.IndexFlatL2(idx.DIM)
+    exact.add(orig)
+    d_exact, i_exact = exact.search(copy, 1)
+    _, i_ivf = idx.search(index, copy, 1)
+    close = d_exact[:, 0] < 0.05  # the copy's descriptor has a true twin in the original
+    assert close.sum() > 500
+    # the search with two lists finds what the exact search finds, in the right photo
+    assert (i_ivf[close, 0] == i_exact[close, 0]).mean() > 0.9
+    assert (owner[i_ivf[close, 0]] == owner[i_exact[close, 0]]).mean() > 0.95
+
+
+def test_two_level_centroids_are_as_many_as_asked(photo_descriptors):
+    orig = photo_descriptors[0]
+    for n in (50, 64, 100):
+        c = idx._two_level_centroids(orig, n)
+        assert c.shape == (n, idx.DIM)
+        assert len(np.unique(c.round(5), axis=0)) > 0.95 * n
