@@ -16,6 +16,9 @@ PQ_MIN = 20_000_000  # from here on vectors are compressed to 32 bytes (IVF-PQ)
 LIST_SIZE = 256  # descriptors per inverted list: a probe costs the same whatever the corpus size
 GRAPH_MIN_NLIST = 8192  # from here the lists' centroids are found with an HNSW graph, not exhaustively
 MAX_NLIST = 262144
+# Copies' descriptors are close and fall in the same list nearly always. A fixed number of probes
+# (lists that grow with the corpus keep their size) keeps the search cost per image flat.
+DEFAULT_NPROBE = 2
 
 
 def pack_ids(image_id: int, n: int) -> np.ndarray:
@@ -112,13 +115,7 @@ def set_threads(n: int) -> None:
 def set_nprobe(index: faiss.Index, nprobe: int) -> None:
     ivf = _ivf(index)
     if ivf is not None:
-        ivf.nprobe = nprobe or default_nprobe(ivf.nlist)
-
-
-def default_nprobe(nlist: int) -> int:
-    # Copies' descriptors are close and fall in the same list nearly always. A fixed number of
-    # probes (lists that grow with the corpus keep their size) keeps the search cost per image flat.
-    return 2
+        ivf.nprobe = nprobe or DEFAULT_NPROBE
 
 
 def save(index: faiss.Index, path: Path) -> None:
