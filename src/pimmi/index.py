@@ -89,9 +89,11 @@ def _two_level_centroids(x: np.ndarray, n: int) -> np.ndarray:
     assign = coarse.assign(x)[1]
     sizes = np.bincount(assign, minlength=n1)
     shares = np.diff(np.r_[0, np.cumsum(sizes) * n // len(x)])  # sums to n exactly
+    order = np.argsort(assign, kind="stable")  # one sort, not a scan of all points per coarse cluster
+    ends = np.cumsum(sizes)
     parts = []
     for c in range(n1):
-        members = x[assign == c]
+        members = x[order[ends[c] - sizes[c] : ends[c]]]
         k = int(min(shares[c], len(members)))
         if k == 0:
             continue
