@@ -71,3 +71,28 @@ def test_two_level_centroids_are_as_many_as_asked(photo_descriptors):
         c = idx._two_level_centroids(orig, n)
         assert c.shape == (n, idx.DIM)
         assert len(np.unique(c.round(5), axis=0)) > 0.95 * n
+
+
+@pytest.mark.parametrize("factory", ["IVF32,SQ8", "IVF32,Flat"])
+def test_list_scan_finds_what_faiss_search_finds(photo_descriptors, factory):
+    orig, copy, _ = photo_descriptors
+    index = idx.create_index(factory)
+    idx.train(index, orig)
+    index.add_with_ids(orig, np.arange(len(orig), dtype=np.int64))
+    idx.set_nprobe(index, 2)
+    max_d2 = 0.16
+    searcher = idx.Searcher(index, max_d2)
+    assert searcher.ivf is not None  # this index is scanned by lists
+    queries = np.concatenate([copy, orig[:2000]])
+    for k in (8, 32, 4096):  # 4096: more than two lists hold, so the k-th neighbour is missing (inf)
+        D, ids = idx.search(index, queries, k)
+        want = idx.Close.from_knn(D, ids, max_d2)
+        got = searcher._scan(queries, k)
+        assert len(want.rows) > 1000
+        assert np.array_equal(got.rows, want.rows)
+        finite = np.isfinite(want.kth)
+        assert np.array_equal(np.isfinite(got.kth), finite) and (k < 4096) == finite.all()
+        assert np.allclose(got.kth[finite], want.kth[finite], atol=1e-4)
+        pairs_want = set(zip(want.hit_row.tolist(), want.hit_id.tolist()))
+        pairs_got = set(zip(got.hit_row.tolist(), got.hit_id.tolist()))
+        assert len(pairs_got ^ pairs_want) <= 1e-3 * len(pairs_want)  # float rounding at the threshold only

@@ -192,21 +192,24 @@ def part_clusters(links: list[Link], images: dict[int, ImageRecord]) -> list[Par
                 touches[(image, link)].append(node)
     g = ig.Graph(n=len(node_image))
     g.add_edges([(a, b) for i, e in enumerate(links) for a in touches[(e.query, i)] for b in touches[(e.result, i)]])
+    components = g.connected_components()
+    # Every node a link touches ends in one component (the link joins them): file each link once.
+    links_of: dict[int, list[Link]] = defaultdict(list)
+    for i, e in enumerate(links):
+        links_of[components.membership[touches[(e.query, i)][0]]].append(e)
     groups = []
-    for comp in g.connected_components():
+    for c, comp in enumerate(components):
         members = sorted({node_image[n] for n in comp})
-        groups.append((members, comp))
+        groups.append((members, comp, links_of[c]))
     groups.sort(key=lambda mc: (-len(mc[0]), mc[0][0]))
     rows = []
-    for cid, (members, comp) in enumerate(groups):
-        inside = set(comp)
+    for cid, (members, comp, inner) in enumerate(groups):
         partners: dict[int, set[int]] = defaultdict(set)
         total = 0
-        for i, e in enumerate(links):
-            if any(n in inside for n in touches[(e.query, i)]) and any(n in inside for n in touches[(e.result, i)]):
-                partners[e.query].add(e.result)
-                partners[e.result].add(e.query)
-                total += e.inliers
+        for e in inner:
+            partners[e.query].add(e.result)
+            partners[e.result].add(e.query)
+            total += e.inliers
         quality = round(_quality(total, [images[m].nb_points or 0 for m in members]), 6)
         boxes: dict[int, list[Box]] = defaultdict(list)
         for n in comp:

@@ -13,6 +13,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -153,6 +154,7 @@ def query(
 class Matcher:
     def __init__(self, ws: Workspace, index, settings: Settings, stats: QueryStats):
         self.ws, self.index, self.s, self.stats = ws, index, settings, stats
+        self.searcher = idx.Searcher(index, settings.query_match_max_dist**2)
         self.records: dict[int, ImageRecord] = {r.id: r for r in ws.images()}
         self.done: dict[tuple[int, int, bool], PairResult] = {}  # unordered pairs verified so far
 
@@ -167,10 +169,15 @@ class Matcher:
         of_originals: dict[int, list[Match]] = defaultdict(list)
         step = self.s.query_batch_images
         todo = usable + extra
-        with bar(len(todo), "querying", progress) as pbar:
-            for start in range(0, len(todo), step):
-                batch = todo[start : start + step]
-                matches = self._batch(batch, pack_of)
+        batches = [todo[start : start + step] for start in range(0, len(todo), step)]
+        # The next batch is searched while this one is verified: the search runs in FAISS and numpy,
+        # which let go of the GIL; verification is mostly Python.
+        with bar(len(todo), "querying", progress) as pbar, ThreadPoolExecutor(1) as searching:
+            ahead = self._search_soon(searching, batches, 0)
+            for i, batch in enumerate(batches):
+                found = ahead.result()
+                ahead = self._search_soon(searching, batches, i + 1)
+                matches = self._verify_batch(batch, found, pack_of)
                 for m in matches:
                     if m.query_image_id in originals:
                         of_originals[m.query_image_id].append(m)
@@ -194,18 +201,27 @@ class Matcher:
         return matches
 
     # -- search
-    def _batch(self, batch: list[ImageRecord], pack_of: dict[int, int]) -> list[Match]:
+    def _search_soon(self, pool: ThreadPoolExecutor, batches: list[list[ImageRecord]], i: int) -> Future | None:
+        """Search batch ``i`` in ``pool``; its features are read here (the catalogue stays in one thread)."""
+        if i >= len(batches):
+            return None
+        feats = self.ws.features([r.id for r in batches[i]])
+        return pool.submit(self._search, batches[i], feats)
+
+    def _search(self, batch: list[ImageRecord], feats: dict[int, Features]) -> _Found:
         t0 = time.perf_counter()
-        feats = self.ws.features([r.id for r in batch])
         q = _Queries(batch, feats, self.s.query_mirror)
         q_rows, r_ids, dist = self._neighbours(q)
         self.stats.seconds["search"] += time.perf_counter() - t0
+        return _Found(feats, q, q_rows, r_ids, dist)
 
+    def _verify_batch(self, batch: list[ImageRecord], found: _Found, pack_of: dict[int, int]) -> list[Match]:
         t0 = time.perf_counter()
-        r_img, r_kp = idx.unpack_ids(r_ids)
+        feats, q, q_rows = found.feats, found.queries, found.rows
+        r_img, r_kp = idx.unpack_ids(found.ids)
         q_img = q.image[q_rows]
         keep = r_img != q_img  # an image is not its own copy
-        q_rows, r_img, r_kp, dist = q_rows[keep], r_img[keep], r_kp[keep], dist[keep]
+        q_rows, r_img, r_kp, dist = q_rows[keep], r_img[keep], r_kp[keep], found.dist[keep]
         pairs = _candidate_pairs(q.local[q_rows], q.mirrored[q_rows], r_img, q.kp[q_rows], self.s)
         self.stats.candidates += len(pairs)
         keypoints = self.ws.keypoints(sorted({int(r) for _, _, r, _ in pairs}))
@@ -240,28 +256,29 @@ class Matcher:
         likely: np.ndarray | None = None
         found = []
         while len(rows):
-            D, ids = idx.search(self.index, q.vectors[rows], k)
+            near = self.searcher.close(q.vectors[rows], k)
             exhausted = k >= min(s.query_adaptative_knn_max, ntotal)
-            pair = (q.image[rows, None] << 32) | idx.unpack_ids(ids)[0]  # (query image, neighbour's image)
+            at = np.searchsorted(near.rows, near.hit_row)  # each hit's row in near.rows
+            pair = (q.image[rows[near.hit_row]] << 32) | idx.unpack_ids(near.hit_id)[0]  # (query, indexed image)
             if likely is None:
-                likely = _likely_copies(pair, (ids >= 0) & (D < max_d2), _min_votes(s))
-            # The farthest neighbour stands for the background; while it is itself still close enough to
+                likely = _likely_copies(pair, _min_votes(s))
+            # The k-th neighbour stands for the background; while it is itself still close enough to
             # be a copy, it is no background: ask for more neighbours. Only where most neighbours are
             # images this one already looks a copy of (a viral image's copies crowd the list): in a dense
             # corpus, a generic corner or edge has thousands of close neighbours in unrelated images, and
             # expanding those would make the search cost grow with the corpus.
-            again = (D[:, -1] < max_d2) & (ids[:, -1] >= 0)
+            again = near.kth < max_d2
             if exhausted:
                 again[:] = False
             elif again.any():
-                again[again] = np.isin(pair[again], likely).mean(axis=1) >= 0.5
-            ref = np.where(ids[:, -1:] >= 0, D[:, -1:], np.inf)
+                share = np.bincount(at, np.isin(pair, likely), len(near.rows)) / np.bincount(at, None, len(near.rows))
+                again &= share >= 0.5
+            ref = near.kth
             if exhausted and k >= ntotal:
                 ref = np.full_like(ref, np.inf)  # the whole index was retrieved: no background left
-            ok = (ids >= 0) & (D < ratio2 * ref) & (D < max_d2) & ~again[:, None]
-            r, c = np.nonzero(ok)
-            found.append((rows[r], ids[r, c], D[r, c]))
-            rows = rows[again]
+            ok = (near.hit_d < ratio2 * ref[at]) & ~again[at]
+            found.append((rows[near.hit_row[ok]], near.hit_id[ok], near.hit_d[ok]))
+            rows = rows[near.rows[again]]
             if len(rows):
                 self.stats.requeried_descriptors += len(rows)
             k = min(k * 4, s.query_adaptative_knn_max, ntotal)
@@ -407,6 +424,17 @@ class PairResult:
         )
 
 
+@dataclass(frozen=True)
+class _Found:
+    """A batch's accepted neighbours: query row, index id, squared distance (with the batch's queries)."""
+
+    feats: dict[int, Features]
+    queries: _Queries
+    rows: np.ndarray
+    ids: np.ndarray
+    dist: np.ndarray
+
+
 class _Queries:
     """The query rows of a batch: RootSIFT vectors, then their mirrored twins."""
 
@@ -437,9 +465,9 @@ def _min_votes(s: Settings) -> int:
     return max(s.query_match_nb_threshold, s.query_match_nb_ransac_threshold)
 
 
-def _likely_copies(pair: np.ndarray, close: np.ndarray, min_votes: int) -> np.ndarray:
+def _likely_copies(pair: np.ndarray, min_votes: int) -> np.ndarray:
     """The (query image, indexed image) keys seen among close neighbours at least ``min_votes`` times, sorted."""
-    keys, counts = np.unique(pair[close], return_counts=True)
+    keys, counts = np.unique(pair, return_counts=True)
     return keys[counts >= min_votes]
 
 

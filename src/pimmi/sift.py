@@ -92,11 +92,17 @@ def repeated_keypoints(xy: np.ndarray, descriptors: np.ndarray) -> np.ndarray:
     np.fill_diagonal(similarity, -np.inf)
     twin = similarity.max(axis=1) > 1.0 - TWIN_DIST2 / 2
     k = min(PATTERN_NEIGHBOURS, n - 1)
+    enough = min(PATTERN_MIN_REPEATED, k)
+    if twin.sum() < enough:  # no keypoint can have enough repeated neighbours (most photos)
+        return twin
+    rows = np.flatnonzero(~twin)  # the twins are flagged already
     x, y = xy[:, 0], xy[:, 1]
-    space = np.subtract.outer(x, x) ** 2 + np.subtract.outer(y, y) ** 2  # squared: same order, cheaper
-    np.fill_diagonal(space, np.inf)
+    space = (x[rows, None] - x) ** 2 + (y[rows, None] - y) ** 2  # squared: same order, cheaper
+    space[np.arange(len(rows)), rows] = np.inf
     near = np.argpartition(space, k - 1, axis=1)[:, :k]
-    return twin | (twin[near].sum(axis=1) >= min(PATTERN_MIN_REPEATED, k))
+    flags = twin.copy()
+    flags[rows] = twin[near].sum(axis=1) >= enough
+    return flags
 
 
 def _mirror_permutation() -> np.ndarray:
