@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import defaultdict
+from operator import itemgetter
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,28 @@ def test_eval_and_viz(demo_run, tmp_path, capsys):
     assert run(["viz", str(demo_run["ws"]), str(demo_run["clusters"]), "-o", str(viz)]) == 0
     records = json.loads(viz.read_text())
     assert len(records) == 8 and records[0]["nb_images"] == 10 and records[0]["edges"]
+
+
+def test_verification_in_worker_processes_finds_the_same_matches(demo_run, tmp_path):
+    # Beyond 2 workers, candidate pairs are verified in the worker pool, a round at a time.
+    ws = shutil.copytree(demo_run["ws"], tmp_path / "ws")
+    out = tmp_path / "q.csv"
+    assert run(["--nb-threads", "3", "query", str(demo_run["corpus"] / "images"), str(ws), "-o", str(out)]) == 0
+    by_pair = itemgetter("query_path", "result_path")
+    got, want = (sorted(read_csv(p), key=by_pair) for p in (out, demo_run["query"]))
+    assert len(got) > 50
+    assert [_exact(r) for r in got] == [_exact(r) for r in want]
+    for g, w in zip(got, want):  # a transform's last digits may differ between processes (float refinement)
+        assert _numbers(g) == pytest.approx(_numbers(w), rel=1e-4, abs=0.2)
+
+
+def _exact(row: dict[str, str]) -> list[str]:
+    return [row[c] for c in PIMMI_QUERY_COLUMNS[3:] + ["mirrored"]]
+
+
+def _numbers(row: dict[str, str]) -> list[float]:
+    boxes = [float(row[c]) for c in row if c.endswith(("_x0", "_y0", "_x1", "_y1"))]
+    return boxes + [float(x) for x in row["transform"].split()]
 
 
 def test_query_new_images_against_the_index(demo_run, tmp_path):

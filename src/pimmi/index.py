@@ -263,12 +263,16 @@ class Searcher:
                 d *= -2
                 d += qn[r, None]
                 d += xn
-                a, b = np.nonzero(d < self.max_d2)
-                hits.append((r[a], ids[b], d[a, b]))
                 m = min(k, len(ids))
                 if len(ids) > m:
-                    d = np.partition(d, m - 1, axis=1)[:, :m]
-                smallest[r[:, None], probe[:, None] * k + np.arange(m)] = d  # rows' probes: disjoint cells
+                    near = np.partition(d, m - 1, axis=1)[:, :m]  # column m - 1: each row's m-th nearest
+                    # Hits among the list's k nearest only: in a dense corpus most of a list is within reach.
+                    a, b = np.nonzero((d < self.max_d2) & (d <= near[:, m - 1 :]))
+                else:
+                    near = d
+                    a, b = np.nonzero(d < self.max_d2)
+                smallest[r[:, None], probe[:, None] * k + np.arange(m)] = near  # rows' probes: disjoint cells
+                hits.append((r[a], ids[b], d[a, b]))
             return hits
 
         threads = max(1, faiss.omp_get_max_threads())
@@ -283,11 +287,14 @@ class Searcher:
             empty = np.zeros(0, np.int64)
             return Close(empty, np.zeros(0, np.float32), empty, empty, np.zeros(0, np.float32))
         r, ids, d = (np.concatenate(a) for a in zip(*hits))
+        rows = np.unique(r)  # each keeps its nearest hit below: it is within its k nearest
+        kth = np.partition(smallest[rows], k - 1, axis=1)[:, k - 1]
+        within = d <= kth[np.searchsorted(rows, r)]
+        r, ids, d = r[within], ids[within], d[within]
         order = np.lexsort((d, r))
         r, ids, d = r[order], ids[order], d[order]
-        rows, first, count = np.unique(r, return_index=True, return_counts=True)
-        keep = np.arange(len(r)) - np.repeat(first, count) < k  # the k nearest hits of each row
-        kth = np.partition(smallest[rows], k - 1, axis=1)[:, k - 1]
+        _, first, count = np.unique(r, return_index=True, return_counts=True)
+        keep = np.arange(len(r)) - np.repeat(first, count) < k  # the k nearest hits of each row (ties)
         return Close(rows, kth, r[keep], ids[keep], d[keep])
 
 

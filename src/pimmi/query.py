@@ -134,26 +134,27 @@ def query(
         executor = executor or local_executor(settings.nb_threads)
         try:
             extract_pending(ws, root, settings, executor, progress)
+            stats.seconds["extract"] += time.perf_counter() - t0
+            records = ws.images_by_path(root, paths)
+            ordered = [records[p] for p in paths if p in records]
+            idx.set_threads(settings.nb_threads)
+            index = idx.load(index_path)
+            idx.set_nprobe(index, settings.index_nprobe)
+            run_id = ws.start_run("query", settings.to_dict())
+            verifier = executor if settings.nb_threads > 2 else None
+            yield from Matcher(ws, index, settings, stats, verifier).run(ordered, nb_per_pack, run_id, progress)
+            ws.finish_run(run_id, asdict(stats))
         finally:
             if owned:
                 executor.close()
-        stats.seconds["extract"] += time.perf_counter() - t0
-
-        records = ws.images_by_path(root, paths)
-        ordered = [records[p] for p in paths if p in records]
-        idx.set_threads(settings.nb_threads)
-        index = idx.load(index_path)
-        idx.set_nprobe(index, settings.index_nprobe)
-        run_id = ws.start_run("query", settings.to_dict())
-        yield from Matcher(ws, index, settings, stats).run(ordered, nb_per_pack, run_id, progress)
-        ws.finish_run(run_id, asdict(stats))
     finally:
         ws.close()
 
 
 class Matcher:
-    def __init__(self, ws: Workspace, index, settings: Settings, stats: QueryStats):
-        self.ws, self.index, self.s, self.stats = ws, index, settings, stats
+    def __init__(self, ws: Workspace, index, settings: Settings, stats: QueryStats, executor: Executor | None = None):
+        """``executor``: where candidate pairs are verified; None: in this process."""
+        self.ws, self.index, self.s, self.stats, self.executor = ws, index, settings, stats, executor
         self.searcher = idx.Searcher(index, settings.query_match_max_dist**2)
         self.records: dict[int, ImageRecord] = {r.id: r for r in ws.images()}
         self.done: dict[tuple[int, int, bool], PairResult] = {}  # unordered pairs verified so far
@@ -210,6 +211,8 @@ class Matcher:
 
     def _search(self, batch: list[ImageRecord], feats: dict[int, Features]) -> _Found:
         t0 = time.perf_counter()
+        # OpenMP's thread count is per calling thread: the one set in the main thread does not reach this one.
+        idx.set_threads(self.s.nb_threads)
         q = _Queries(batch, feats, self.s.query_mirror)
         q_rows, r_ids, dist = self._neighbours(q)
         self.stats.seconds["search"] += time.perf_counter() - t0
@@ -225,25 +228,74 @@ class Matcher:
         pairs = _candidate_pairs(q.local[q_rows], q.mirrored[q_rows], r_img, q.kp[q_rows], self.s)
         self.stats.candidates += len(pairs)
         keypoints = self.ws.keypoints(sorted({int(r) for _, _, r, _ in pairs}))
-        best: dict[tuple[int, int], Match] = {}
+        jobs = []
         for local, mirrored, result_id, sel in pairs:
-            rec = batch[local]
-            m = self._verify_pair(
-                rec,
-                feats[rec.id],
-                bool(mirrored),
-                int(result_id),
-                keypoints,
-                q.kp[q_rows[sel]],
-                r_kp[sel],
-                dist[sel],
-                pack_of.get(rec.id, 0),
+            rec, f = batch[local], feats[batch[local].id]
+            r_xy, r_repeated = keypoints[int(result_id)]
+            jobs.append(
+                PairJob(
+                    rec,
+                    self.records[int(result_id)],
+                    bool(mirrored),
+                    f.xy,
+                    f.repeated,
+                    r_xy,
+                    r_repeated,
+                    q.kp[q_rows[sel]],
+                    r_kp[sel],
+                    dist[sel],
+                )
             )
-            key = (rec.id, int(result_id))
-            if m is not None and (key not in best or m.nb_match_ransac > best[key].nb_match_ransac):
+        best: dict[tuple[int, int], Match] = {}
+        for job, pair in zip(jobs, self._outcomes(jobs)):
+            if pair is None:
+                continue
+            m = self._match(job.query, job.result, pair.towards(job.query.id), pack_of.get(job.query.id, 0))
+            key = (job.query.id, job.result.id)
+            if key not in best or m.nb_match_ransac > best[key].nb_match_ransac:
                 best[key] = m  # one row per pair of images: the orientation with more inliers
         self.stats.seconds["verify"] += time.perf_counter() - t0
         return list(best.values())
+
+    def _outcomes(self, jobs: list[PairJob]) -> list[PairResult | None]:
+        """Each job's verified pair, as if verified one by one in order.
+
+        An unordered pair (and orientation) is verified once, from the first side that proposes
+        it, and from the other side only if that failed; what passed is reused from the other
+        side, in this batch or a later one. The verifications of a round run in the workers.
+        """
+        keys = [(min(j.query.id, j.result.id), max(j.query.id, j.result.id), j.mirrored) for j in jobs]
+        out: list[PairResult | None] = [None] * len(jobs)
+        pending = list(range(len(jobs)))
+        while pending:
+            first: dict[tuple[int, int, bool], int] = {}
+            later = []
+            for i in pending:
+                if keys[i] in self.done:
+                    out[i] = self.done[keys[i]]
+                elif keys[i] in first:
+                    later.append(i)
+                else:
+                    first[keys[i]] = i
+            todo = list(first.values())
+            for i, (pair, outcome) in zip(todo, self._check([jobs[i] for i in todo])):
+                self.stats.verified_pairs += 1
+                if outcome in ("small_region", "detail_only", "pattern_only"):
+                    setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
+                if pair is not None:
+                    self.done[keys[i]] = out[i] = pair
+            pending = later
+        return out
+
+    def _check(self, jobs: list[PairJob]) -> list[tuple[PairResult | None, str]]:
+        if not jobs:
+            return []
+        if self.executor is None:
+            return [check_pair(j, self.s) for j in jobs]
+        # Chunks of a few dozen pairs: the arrays travel pickled, and one task per pair costs more than RANSAC.
+        size = max(16, -(-len(jobs) // (8 * self.s.nb_threads)))
+        chunks = [(self.s, jobs[i : i + size]) for i in range(0, len(jobs), size)]
+        return [r for part in self.executor.map(check_pairs, chunks) for r in part]
 
     def _neighbours(self, q: _Queries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Accepted neighbours of every query row: (row, index id, squared distance)."""
@@ -284,78 +336,7 @@ class Matcher:
             k = min(k * 4, s.query_adaptative_knn_max, ntotal)
         return tuple(np.concatenate(a) for a in zip(*found))  # type: ignore[return-value]
 
-    # -- verification
-    def _verify_pair(
-        self,
-        rec: ImageRecord,
-        feats: Features,
-        mirrored: bool,
-        result_id: int,
-        keypoints: dict[int, tuple[np.ndarray, np.ndarray]],  # result id -> (positions, repeated flags)
-        q_kp: np.ndarray,
-        r_kp: np.ndarray,
-        dist: np.ndarray,
-        pack: int,
-    ) -> Match | None:
-        key = (min(rec.id, result_id), max(rec.id, result_id), mirrored)
-        known = self.done.get(key)
-        if known is not None:  # verified from the other side already
-            return self._match(rec, self.records[result_id], known.towards(rec.id), pack)
-        sel = one_to_one(q_kp, r_kp, dist)
-        q_kp, r_kp = q_kp[sel], r_kp[sel]  # the one-to-one correspondences from here on
-        q_all = feats.xy
-        if mirrored:  # the query's points as the mirrored descriptors see them
-            q_all = np.column_stack([_scaled_width(rec) - q_all[:, 0], q_all[:, 1]])
-        q_pts = q_all[q_kp]
-        r_xy, r_repeated = keypoints[result_id]
-        r_pts = r_xy[r_kp]
-        v = verify(q_pts, r_pts, self.s.query_ransac_reproj_threshold, self.s.query_match_nb_ransac_threshold)
-        self.stats.verified_pairs += 1
-        if v is None:
-            return None
-        r = self.records[result_id]
-        q_in = feats.xy[q_kp[v.inliers]]  # unmirrored: the region as it lies in the query image
-        q_side, q_area = _region(q_in, rec)
-        r_side, r_area = _region(r_pts[v.inliers], r)
-        if max(q_side, r_side) < self.s.query_min_region_side or max(q_area, r_area) < self.s.query_min_region_area:
-            self.stats.small_region += 1
-            return None
-        if self._detail_only(q_all, q_pts[v.inliers], r_xy, r_pts[v.inliers], v.transform, rec, r):
-            self.stats.detail_only += 1
-            return None
-        q_rep, r_rep = feats.repeated[q_kp[v.inliers]], r_repeated[r_kp[v.inliers]]
-        if rests_on_patterns(
-            q_rep,
-            r_rep,
-            float(feats.repeated.mean()),
-            float(r_repeated.mean()),
-            self.s.query_match_nb_ransac_threshold,
-            self.s.query_pattern_alpha,
-        ):
-            self.stats.pattern_only += 1
-            return None
-        pair = PairResult(
-            rec.id,
-            v.nb_correspondences,
-            v.nb_inliers,
-            _to_original(v.transform, rec, r, mirrored),
-            bounding_box(q_in * rec.scale),
-            bounding_box(r_pts[v.inliers] * r.scale),
-        )
-        self.done[key] = pair
-        return self._match(rec, r, pair, pack)
-
-    def _detail_only(self, q_all, q_in, r_all, r_in, transform: np.ndarray, q: ImageRecord, r: ImageRecord) -> bool:
-        """Whether, in both images, the matched region holds few of the keypoints where the images overlap.
-
-        Points are in scaled pixels, the query's mirrored when the match is (as ``transform`` expects).
-        """
-        share = self.s.query_min_overlap_share
-        if share <= 0 or overlap_share(q_all, q_in, transform, _scaled_size(r)) >= share:
-            return False
-        back = cv2.invertAffineTransform(transform)
-        return overlap_share(r_all, r_in, back, _scaled_size(q)) < share
-
+    # -- rows
     def _match(self, q: ImageRecord, r: ImageRecord, pair: PairResult, pack: int) -> Match:
         return Match(
             pack_id=pack,
@@ -403,6 +384,74 @@ class Matcher:
             box,
             (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
         )
+
+
+@dataclass(frozen=True)
+class PairJob:
+    """A candidate pair to verify, with what verification needs: picklable, for the workers."""
+
+    query: ImageRecord
+    result: ImageRecord
+    mirrored: bool
+    q_xy: np.ndarray  # every keypoint of the query, scaled pixels, unmirrored
+    q_repeated: np.ndarray
+    r_xy: np.ndarray  # every keypoint of the result
+    r_repeated: np.ndarray
+    q_kp: np.ndarray  # the correspondences: query keypoint, result keypoint, squared distance
+    r_kp: np.ndarray
+    dist: np.ndarray
+
+
+def check_pairs(work: tuple[Settings, list[PairJob]]) -> list[tuple[PairResult | None, str]]:
+    s, jobs = work
+    return [check_pair(j, s) for j in jobs]
+
+
+def check_pair(job: PairJob, s: Settings) -> tuple[PairResult | None, str]:
+    """Verify one candidate pair: its transform and regions when it is a copy, and the outcome's name
+    ("verified", "no_model", or the ``QueryStats`` counter of the rule that refused it)."""
+    rec, r = job.query, job.result
+    sel = one_to_one(job.q_kp, job.r_kp, job.dist)
+    q_kp, r_kp = job.q_kp[sel], job.r_kp[sel]  # the one-to-one correspondences from here on
+    q_all = job.q_xy
+    if job.mirrored:  # the query's points as the mirrored descriptors see them
+        q_all = np.column_stack([_scaled_width(rec) - q_all[:, 0], q_all[:, 1]])
+    q_pts, r_pts = q_all[q_kp], job.r_xy[r_kp]
+    v = verify(q_pts, r_pts, s.query_ransac_reproj_threshold, s.query_match_nb_ransac_threshold)
+    if v is None:
+        return None, "no_model"
+    q_in = job.q_xy[q_kp[v.inliers]]  # unmirrored: the region as it lies in the query image
+    q_side, q_area = _region(q_in, rec)
+    r_side, r_area = _region(r_pts[v.inliers], r)
+    if max(q_side, r_side) < s.query_min_region_side or max(q_area, r_area) < s.query_min_region_area:
+        return None, "small_region"
+    if _detail_only(q_all, q_pts[v.inliers], job.r_xy, r_pts[v.inliers], v.transform, rec, r, s):
+        return None, "detail_only"
+    q_rep, r_rep = job.q_repeated[q_kp[v.inliers]], job.r_repeated[r_kp[v.inliers]]
+    q_share, r_share = float(job.q_repeated.mean()), float(job.r_repeated.mean())
+    if rests_on_patterns(q_rep, r_rep, q_share, r_share, s.query_match_nb_ransac_threshold, s.query_pattern_alpha):
+        return None, "pattern_only"
+    pair = PairResult(
+        rec.id,
+        v.nb_correspondences,
+        v.nb_inliers,
+        _to_original(v.transform, rec, r, job.mirrored),
+        bounding_box(q_in * rec.scale),
+        bounding_box(r_pts[v.inliers] * r.scale),
+    )
+    return pair, "verified"
+
+
+def _detail_only(q_all, q_in, r_all, r_in, transform: np.ndarray, q: ImageRecord, r: ImageRecord, s: Settings) -> bool:
+    """Whether, in both images, the matched region holds few of the keypoints where the images overlap.
+
+    Points are in scaled pixels, the query's mirrored when the match is (as ``transform`` expects).
+    """
+    share = s.query_min_overlap_share
+    if share <= 0 or overlap_share(q_all, q_in, transform, _scaled_size(r)) >= share:
+        return False
+    back = cv2.invertAffineTransform(transform)
+    return overlap_share(r_all, r_in, back, _scaled_size(q)) < share
 
 
 @dataclass(frozen=True)
