@@ -8,9 +8,11 @@ from collections import defaultdict
 from operator import itemgetter
 from pathlib import Path
 
+import faiss
 import pytest
 
 from conftest import SHARED, read_csv, run, truth_of
+from pimmi import index as idx
 from pimmi.query import csv_columns
 
 PIMMI_QUERY_COLUMNS = [
@@ -138,6 +140,22 @@ def test_verification_in_worker_processes_finds_the_same_matches(demo_run, tmp_p
     assert [_exact(r) for r in got] == [_exact(r) for r in want]
     for g, w in zip(got, want):  # a transform's last digits may differ between processes (float refinement)
         assert _numbers(g) == pytest.approx(_numbers(w), rel=1e-4, abs=0.2)
+
+
+def test_search_thread_uses_the_thread_setting(demo_run, tmp_path, monkeypatch):
+    # OpenMP's thread count is per thread: the search runs in one of its own, which must set it too.
+    seen = []
+    close = idx.Searcher.close
+
+    def spy(self, queries, k):
+        seen.append(faiss.omp_get_max_threads())
+        return close(self, queries, k)
+
+    monkeypatch.setattr(idx.Searcher, "close", spy)
+    ws = shutil.copytree(demo_run["ws"], tmp_path / "ws")
+    images = str(demo_run["corpus"] / "images")
+    assert run(["--nb-threads", "1", "query", images, str(ws), "-o", str(tmp_path / "q.csv")]) == 0
+    assert seen and set(seen) == {1}
 
 
 def _exact(row: dict[str, str]) -> list[str]:
