@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +203,7 @@ class Searcher:
         self._lists: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._threads = 0
+        self._lock = threading.Lock()  # batches may be searched from several threads at once
 
     def close(self, queries: np.ndarray, k: int) -> Close:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -224,19 +226,23 @@ class Searcher:
 
     def _prepared(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Each list's ids, its vectors' offset (centroid + codec base), and the vectors' squared norms."""
-        if self._lists is None:
-            ivf, lists = self.ivf, []
-            zero = np.zeros(DIM, np.float32)
-            for lst in range(ivf.nlist):
-                n = ivf.invlists.list_size(lst)
-                ids = faiss.rev_swig_ptr(ivf.invlists.get_ids(lst), n).copy() if n else np.zeros(0, np.int64)
-                offset = ivf.quantizer.reconstruct(lst) if ivf.by_residual else zero.copy()
-                if self.base is not None:
-                    offset += self.base
-                x = self._codes(lst) + offset if n else np.zeros((0, DIM), np.float32)
-                lists.append((ids, offset, np.einsum("ij,ij->i", x, x)))
-            self._lists = lists
-        return self._lists
+        with self._lock:
+            if self._lists is None:
+                self._lists = self._prepare()
+            return self._lists
+
+    def _prepare(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        ivf, lists = self.ivf, []
+        zero = np.zeros(DIM, np.float32)
+        for lst in range(ivf.nlist):
+            n = ivf.invlists.list_size(lst)
+            ids = faiss.rev_swig_ptr(ivf.invlists.get_ids(lst), n).copy() if n else np.zeros(0, np.int64)
+            offset = ivf.quantizer.reconstruct(lst) if ivf.by_residual else zero.copy()
+            if self.base is not None:
+                offset += self.base
+            x = self._codes(lst) + offset if n else np.zeros((0, DIM), np.float32)
+            lists.append((ids, offset, np.einsum("ij,ij->i", x, x)))
+        return lists
 
     def _scan(self, xq: np.ndarray, k: int) -> Close:
         ivf, nprobe = self.ivf, self.ivf.nprobe
@@ -276,24 +282,33 @@ class Searcher:
             return hits
 
         threads = max(1, faiss.omp_get_max_threads())
-        if self._pool is None or self._threads != threads:
-            # kept between batches: fresh threads would each grow a malloc arena of their own
-            self._pool, self._threads = ThreadPoolExecutor(threads), threads
+        with self._lock:
+            if self._pool is None or self._threads != threads:
+                # kept between batches: fresh threads would each grow a malloc arena of their own
+                self._pool, self._threads = ThreadPoolExecutor(threads), threads
+            pool = self._pool
         # One thread per core, each with a single-threaded BLAS: the products are small, and BLAS
         # threads under several callers fight over the cores (measured 1.4x slower).
         with threadpool_limits(1, user_api="blas"):
-            hits = [h for part in self._pool.map(scan, [groups[i::threads] for i in range(threads)]) for h in part]
+            hits = [h for part in pool.map(scan, [groups[i::threads] for i in range(threads)]) for h in part]
         if not hits:
             empty = np.zeros(0, np.int64)
             return Close(empty, np.zeros(0, np.float32), empty, empty, np.zeros(0, np.float32))
         r, ids, d = (np.concatenate(a) for a in zip(*hits))
-        rows = np.unique(r)  # each keeps its nearest hit below: it is within its k nearest
+        # Linear-time bookkeeping, not np.unique's sorts: this runs while a core may wait for it.
+        has_hit = np.zeros(len(xq), bool)
+        has_hit[r] = True  # each such row keeps its nearest hit below: it is within its k nearest
+        rows = np.flatnonzero(has_hit)
         kth = np.partition(smallest[rows], k - 1, axis=1)[:, k - 1]
-        within = d <= kth[np.searchsorted(rows, r)]
+        within = d <= kth[(np.cumsum(has_hit) - 1)[r]]
         r, ids, d = r[within], ids[within], d[within]
-        order = np.lexsort((d, r))
+        # By row, then nearest first: one sort of a key (row, distance's bits: non-negative floats
+        # order as their bit patterns), not a lexsort's two.
+        key = (r.astype(np.int64) << 32) | np.maximum(d, 0).view(np.uint32)
+        order = np.argsort(key, kind="stable")
         r, ids, d = r[order], ids[order], d[order]
-        _, first, count = np.unique(r, return_index=True, return_counts=True)
+        first = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+        count = np.diff(np.r_[first, len(r)])
         keep = np.arange(len(r)) - np.repeat(first, count) < k  # the k nearest hits of each row (ties)
         return Close(rows, kth, r[keep], ids[keep], d[keep])
 
