@@ -105,9 +105,16 @@ def _snapshot(ws: Path) -> dict[str, tuple]:
     return {"ntotal": ntotal, **{recs[i].path: (recs[i].status, f.descriptors.tobytes()) for i, f in feats.items()}}
 
 
+# The CLI in a process that commits every 50 ms instead of every 2 s: on a fast machine the whole test
+# corpus is extracted within the first 2 s, and the interrupt would come after the work, not during it.
+FILL_COMMITTING_OFTEN = (
+    "import sys, pimmi.fill, pimmi.cli; pimmi.fill.COMMIT_EVERY_S = 0.05; sys.exit(pimmi.cli.main())"
+)
+
+
 def _fill_process(images: Path, ws: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "pimmi", "--nb-threads", "1", "fill", str(images), str(ws)],
+        [sys.executable, "-c", FILL_COMMITTING_OFTEN, "--nb-threads", "1", "fill", str(images), str(ws)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
