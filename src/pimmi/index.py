@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,7 +202,6 @@ class Searcher:
         self._lists: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._threads = 0
-        self._lock = threading.Lock()  # batches may be searched from several threads at once
 
     def close(self, queries: np.ndarray, k: int) -> Close:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -226,23 +224,19 @@ class Searcher:
 
     def _prepared(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Each list's ids, its vectors' offset (centroid + codec base), and the vectors' squared norms."""
-        with self._lock:
-            if self._lists is None:
-                self._lists = self._prepare()
-            return self._lists
-
-    def _prepare(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        ivf, lists = self.ivf, []
-        zero = np.zeros(DIM, np.float32)
-        for lst in range(ivf.nlist):
-            n = ivf.invlists.list_size(lst)
-            ids = faiss.rev_swig_ptr(ivf.invlists.get_ids(lst), n).copy() if n else np.zeros(0, np.int64)
-            offset = ivf.quantizer.reconstruct(lst) if ivf.by_residual else zero.copy()
-            if self.base is not None:
-                offset += self.base
-            x = self._codes(lst) + offset if n else np.zeros((0, DIM), np.float32)
-            lists.append((ids, offset, np.einsum("ij,ij->i", x, x)))
-        return lists
+        if self._lists is None:
+            ivf, lists = self.ivf, []
+            zero = np.zeros(DIM, np.float32)
+            for lst in range(ivf.nlist):
+                n = ivf.invlists.list_size(lst)
+                ids = faiss.rev_swig_ptr(ivf.invlists.get_ids(lst), n).copy() if n else np.zeros(0, np.int64)
+                offset = ivf.quantizer.reconstruct(lst) if ivf.by_residual else zero.copy()
+                if self.base is not None:
+                    offset += self.base
+                x = self._codes(lst) + offset if n else np.zeros((0, DIM), np.float32)
+                lists.append((ids, offset, np.einsum("ij,ij->i", x, x)))
+            self._lists = lists
+        return self._lists
 
     def _scan(self, xq: np.ndarray, k: int) -> Close:
         ivf, nprobe = self.ivf, self.ivf.nprobe
@@ -282,15 +276,13 @@ class Searcher:
             return hits
 
         threads = max(1, faiss.omp_get_max_threads())
-        with self._lock:
-            if self._pool is None or self._threads != threads:
-                # kept between batches: fresh threads would each grow a malloc arena of their own
-                self._pool, self._threads = ThreadPoolExecutor(threads), threads
-            pool = self._pool
+        if self._pool is None or self._threads != threads:
+            # kept between batches: fresh threads would each grow a malloc arena of their own
+            self._pool, self._threads = ThreadPoolExecutor(threads), threads
         # One thread per core, each with a single-threaded BLAS: the products are small, and BLAS
         # threads under several callers fight over the cores (measured 1.4x slower).
         with threadpool_limits(1, user_api="blas"):
-            hits = [h for part in pool.map(scan, [groups[i::threads] for i in range(threads)]) for h in part]
+            hits = [h for part in self._pool.map(scan, [groups[i::threads] for i in range(threads)]) for h in part]
         if not hits:
             empty = np.zeros(0, np.int64)
             return Close(empty, np.zeros(0, np.float32), empty, empty, np.zeros(0, np.float32))
