@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
 """Side by side with the original PIMMI 0.4.0 on one generated benchmark: time per stage, CPU, peak memory, quality.
 
-    python benchmarks/vs_pimmi.py [--runs 3] [--threads 2] [--work /tmp/pimmi-bench]
+    python benchmarks/vs_pimmi.py [--runs 3] [--threads 2] [--work /tmp/pimmi-bench] [--presets fast]
 
 Installs PIMMI 0.4.0 from PyPI in its own virtual environment (plus `requests`, which 0.4.0
 forgets to declare), generates a 1500-image Copydays-style benchmark with ../shared/bench,
 runs both tools alternately with the same number of workers, and prints the median of the
-runs and the ratio. PIMMI runs with its README's Copydays settings (its best quality).
+runs and the ratio. PIMMI runs with its README's Copydays settings (its best quality);
+``--presets`` adds pimmi runs with those presets (``pimmi --preset NAME``) to the rotation.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import subprocess
 import sys
@@ -31,19 +33,17 @@ def ensure_reference(venv: Path) -> Path:
     return exe
 
 
-def run_tool(name: str, exe: str, bench: Path, work: Path, threads: int, log: Path) -> dict:
-    slug = name.split()[0].lower()
+def run_tool(name: str, exe: str, extra: list[str], bench: Path, work: Path, threads: int, log: Path) -> dict:
+    slug = re.sub(r"[^a-z0-9.]+", "-", name.lower())  # pimmi, pimmi-preset-fast, pimmi-0.4.0: a folder each
     ws = work / f"{slug}-index"
     images = str(bench / "images")
-    opts = ["--nb-threads", str(threads)] + (PIMMI_TUNED if name == "PIMMI 0.4.0" else ["--silent"])
+    opts = ["--nb-threads", str(threads), *extra]
     clusters = work / f"{slug}-clusters.csv"
     fill = timed([exe, *opts, "fill", images, str(ws), "--erase", "--force"], log)
-    if name == "PIMMI 0.4.0":
-        query = timed([exe, *opts, "query", images, str(ws), "-o", str(work / "pimmi-q.csv")], log)
-        clus = timed([exe, *opts, "clusters", str(ws), str(work / "pimmi-q.csv"), "-o", str(clusters)], log)
-    else:
-        query = timed([exe, *opts, "query", images, str(ws), "-o", str(work / "ours-q.csv")], log)
-        clus = timed([exe, *opts, "clusters", str(ws), "-o", str(clusters)], log)
+    matches = str(work / f"{slug}-q.csv")
+    query = timed([exe, *opts, "query", images, str(ws), "-o", matches], log)
+    source = [matches] if name == "PIMMI 0.4.0" else []  # PIMMI clusters its query CSV; pimmi, its workspace
+    clus = timed([exe, *opts, "clusters", str(ws), *source, "-o", str(clusters)], log)
     s = score(bench / "truth.csv", clusters)
     return {
         "tool": name,
@@ -66,6 +66,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=101)
     ap.add_argument("--work", type=Path, default=Path("/tmp/pimmi-bench"))
+    ap.add_argument("--presets", default="", help="comma-separated pimmi presets to run as well, e.g. fast")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     bench = make_bench(
@@ -81,27 +82,29 @@ def main() -> int:
         "0",
         "--no-text",
     )
-    tools = {
-        "pimmi": str(Path(sys.executable).parent / "pimmi"),
-        "PIMMI 0.4.0": str(ensure_reference(a.work / "pimmi-0.4.0-venv")),
-    }
+    ours = str(Path(sys.executable).parent / "pimmi")
+    tools = {"pimmi": (ours, ["--silent"])}
+    for preset in filter(None, a.presets.split(",")):
+        tools[f"pimmi --preset {preset}"] = (ours, ["--silent", "--preset", preset])
+    tools["PIMMI 0.4.0"] = (str(ensure_reference(a.work / "pimmi-0.4.0-venv")), PIMMI_TUNED)
     results: dict[str, list[dict]] = {name: [] for name in tools}
     for i in range(a.runs):
-        for name, exe in tools.items() if i % 2 == 0 else reversed(tools.items()):
-            r = run_tool(name, exe, bench, a.work, a.threads, a.work / "log.txt")
+        for name, (exe, extra) in tools.items() if i % 2 == 0 else reversed(tools.items()):
+            r = run_tool(name, exe, extra, bench, a.work, a.threads, a.work / "log.txt")
             print(f"run {i + 1} {name}: {r['total_s']:.1f} s", file=sys.stderr)
             results[name].append(r)
     table = []
     for name, runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "tool"}
         table.append({"tool": name, **med})
-    ours, ref = table
-    table.append(
-        {
-            "tool": "ratio PIMMI / pimmi",
-            **{k: ref[k] / ours[k] for k in ("fill_s", "query_s", "total_s", "cpu_s", "peak_rss_mb")},
-        }
-    )
+    ref = table[-1]
+    for row in table[:-1]:
+        table.append(
+            {
+                "tool": f"ratio PIMMI / {row['tool']}",
+                **{k: ref[k] / row[k] for k in ("fill_s", "query_s", "total_s", "cpu_s", "peak_rss_mb")},
+            }
+        )
     cols = [
         "tool",
         "fill_s",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from PIL import Image
 
 from conftest import copy_tree, run
 from pimmi.demo import build_corpus, sample_photo
+from pimmi.settings import PRESETS
 from pimmi.workspace import Workspace
 
 
@@ -184,10 +186,30 @@ def test_workspace_of_schema_1_gains_repeated_pattern_flags(small_corpus, tmp_pa
         after = ws.features(ids)
     assert all(np.array_equal(before[i].repeated, after[i].repeated) for i in ids)
     assert any(before[i].repeated.any() for i in ids)
-    # The workspace was built without oversampling: today's default is refused with a one-line reason,
-    # the old value is accepted.
+    # The workspace was built without oversampling: asking for oversampling is refused with a one-line
+    # reason; without the option, the workspace's own value is used.
     capsys.readouterr()
-    assert run(["query", str(small_corpus), str(ws_dir), "-o", str(tmp_path / "q.csv")]) == 1
+    assert run(["--sift-oversample", "2", "query", str(small_corpus), str(ws_dir), "-o", str(tmp_path / "q.csv")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "sift_oversample=1.0 (now 2.0)" in err
-    assert run(["--sift-oversample", "1", "query", str(small_corpus), str(ws_dir), "-o", str(tmp_path / "q.csv")]) == 0
+    assert run(["query", str(small_corpus), str(ws_dir), "-o", str(tmp_path / "q.csv")]) == 0
+
+
+def test_fast_preset_is_remembered_by_the_workspace_and_finds_copies(small_corpus, tmp_path):
+    ws_dir, images = tmp_path / "ws", small_corpus / "images"
+    assert run(["--preset", "fast", "fill", str(images), str(ws_dir)]) == 0
+    with Workspace(ws_dir, create=False) as ws:
+        stored = json.loads(ws.get_meta("feature_settings"))
+        points = [r.nb_points for r in ws.images() if r.status == "ok"]
+    assert {k: stored[k] for k in PRESETS["fast"]} == PRESETS["fast"]
+    assert max(points) == PRESETS["fast"]["sift_nfeatures"]
+    # neither query nor a later fill needs the preset again: the workspace's settings are the defaults
+    assert run(["fill", str(images), str(ws_dir)]) == 0
+    assert run(["query", str(images), str(ws_dir), "-o", str(tmp_path / "q.csv")]) == 0
+    assert run(["clusters", str(ws_dir), "-o", str(tmp_path / "c.csv")]) == 0
+    with open(tmp_path / "c.csv", newline="") as f:
+        cluster = {row["path"]: row["cluster_id"] for row in csv.DictReader(f)}
+    for name in ("astronaut", "coffee", "chelsea"):  # each photo with its jpeg, crop, flip, rotate copies
+        assert len({cluster.get(f"{name}/{p.name}") for p in (images / name).iterdir()} - {None}) == 1
+        assert sum(f"{name}/{p.name}" in cluster for p in (images / name).iterdir()) == 5
+    assert not [p for p in cluster if p.startswith("other/")]  # the distractors joined nothing

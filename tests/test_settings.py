@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from pimmi import cli
-from pimmi.settings import Settings, SettingsError, config_text, load_settings
+from pimmi.settings import PRESETS, Settings, SettingsError, config_text, load_settings
 
 
 def test_defaults_then_file_then_options(tmp_path):
@@ -41,3 +41,18 @@ def test_cli_error_is_one_line(capsys, tmp_path):
     assert cli.main(["--nb-threads", "zero", "fill", str(tmp_path), str(tmp_path / "ws")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["pimmi: error: --nb-threads: expected int, got 'zero'"]
+
+
+def test_preset_sits_between_defaults_and_options(tmp_path):
+    fast = load_settings(preset="fast")
+    assert fast.sift_nfeatures == PRESETS["fast"]["sift_nfeatures"] < Settings().sift_nfeatures
+    assert load_settings(None, {"sift_nfeatures": "150"}, preset="fast").sift_nfeatures == 150
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("sift_max_image_dimension: 640\n")
+    assert load_settings(cfg, preset="fast").sift_max_image_dimension == 640  # a config file wins too
+    # a workspace's own extraction settings come first, under everything given explicitly
+    built = {"sift_nfeatures": 300, "no_longer_a_setting": 1}
+    assert load_settings(base=built).sift_nfeatures == 300
+    assert load_settings(base=built, preset="fast").sift_nfeatures == PRESETS["fast"]["sift_nfeatures"]
+    with pytest.raises(SettingsError, match="unknown preset 'turbo' \\(known: fast\\)"):
+        load_settings(preset="turbo")

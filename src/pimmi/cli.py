@@ -19,6 +19,7 @@ from pimmi import __version__
 from pimmi.executor import keep_freed_memory
 from pimmi.settings import (
     IGNORED_PIMMI_KEYS,
+    PRESETS,
     Settings,
     SettingsError,
     config_text,
@@ -41,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"pimmi {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr (-vv: debug)")
     p.add_argument("--silent", action="store_true", help="no progress bars nor summaries")
+    p.add_argument(
+        "--preset",
+        metavar="NAME",
+        help=f"a named bundle of settings: {', '.join(sorted(PRESETS))} (fewer keypoints: faster, partial copies "
+        "found less often); options given beside it win",
+    )
     for f in setting_fields():
         p.add_argument(
             f"--{option_name(f.name)}", dest=f"setting_{f.name}", default=None, metavar="VALUE", help=argparse.SUPPRESS
@@ -124,9 +131,14 @@ def _query_columns() -> list[str]:
     return csv_columns()
 
 
-def resolve_settings(args: argparse.Namespace) -> Settings:
+def resolve_settings(args: argparse.Namespace, workspace_dir: str | None = None) -> Settings:
+    """The settings of this command; with ``workspace_dir``, those it was built with are the defaults, so
+    that a workspace filled with other extraction settings needs them given only once."""
+    from pimmi.workspace import stored_feature_settings
+
     overrides = {k[len("setting_") :]: v for k, v in vars(args).items() if k.startswith("setting_") and v is not None}
-    settings = load_settings(getattr(args, "config_path", None), overrides)
+    base = stored_feature_settings(workspace_dir) if workspace_dir else None
+    settings = load_settings(getattr(args, "config_path", None), overrides, args.preset, base)
     log.info("settings: %s", settings.to_dict())
     return settings
 
@@ -191,7 +203,7 @@ def _say(args: argparse.Namespace, text: str) -> None:
 def cmd_fill(args: argparse.Namespace) -> int:
     from pimmi.fill import fill
 
-    settings = resolve_settings(args)
+    settings = resolve_settings(args, None if args.erase else args.index_dir)
     t0 = time.perf_counter()
     r = fill(args.image_dir, args.index_dir, settings, erase=args.erase, nb_img=args.nb_img, progress=not args.silent)
     for path, reason in r.errors[:MAX_ERRORS_SHOWN]:
@@ -214,7 +226,7 @@ def cmd_fill(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     from pimmi.query import QueryStats, csv_columns, csv_row, query
 
-    settings = resolve_settings(args)
+    settings = resolve_settings(args, args.index_dir)
     stats = QueryStats()
     t0 = time.perf_counter()
     matches = query(

@@ -104,6 +104,15 @@ class ImageRecord:
         return os.path.join(self.root, self.path)
 
 
+def stored_feature_settings(directory: str | Path) -> dict[str, Any] | None:
+    """The extraction settings a workspace was built with; None when there is no workspace or none yet."""
+    if not (Path(directory) / CATALOGUE).exists():
+        return None
+    with Workspace(directory, create=False) as ws:
+        stored = ws.get_meta("feature_settings")
+    return None if stored is None else LEGACY_FEATURE_SETTINGS | json.loads(stored)
+
+
 class Workspace:
     def __init__(self, directory: str | Path, create: bool = True):
         self.dir = Path(directory)
