@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How pimmi's cost grows with the corpus: per-stage time per image, peak memory, index size.
 
-    python benchmarks/scale.py [--sizes 1000,10000] [--threads 2] [--work /tmp/pimmi-scale]
+    python benchmarks/scale.py [--sizes 1000,10000] [--threads 2] [--work /tmp/pimmi-scale] [--preset fast]
 
 Each corpus is a Copydays-style benchmark (150 originals x 8 copies, ../shared/bench) topped
 up with procedural distractors (``--synthetic``) to the size asked. 100000 images take about
@@ -24,6 +24,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=202)
     ap.add_argument("--work", type=Path, default=Path("/tmp/pimmi-scale"))
+    ap.add_argument("--preset", help="run pimmi with this preset (pimmi --preset NAME)")
     a = ap.parse_args()
     exe = str(Path(sys.executable).parent / "pimmi")
     rows = []
@@ -45,7 +46,7 @@ def main() -> int:
         ]
         bench = make_bench(a.work / f"bench-{n}", a.seed, *extra)
         ws = a.work / f"ws-{n}"
-        opts = [exe, "--nb-threads", str(a.threads), "--silent"]
+        opts = [exe, "--nb-threads", str(a.threads), "--silent", *(["--preset", a.preset] if a.preset else [])]
         log = a.work / "log.txt"
         fill = timed([*opts, "fill", str(bench / "images"), str(ws), "--erase"], log)
         query = timed([*opts, "query", str(bench / "images"), str(ws), "-o", str(a.work / f"q-{n}.csv")], log)
@@ -68,7 +69,7 @@ def main() -> int:
             }
         )
         print(f"{n}: done", file=sys.stderr)
-    print(f"{a.threads} workers")
+    print(f"{a.threads} workers" + (f", --preset {a.preset}" if a.preset else ""))
     print_table(rows, list(rows[0]))
     write_csv(a.work / "scale.csv", rows)
     return 0
