@@ -35,6 +35,7 @@ def test_global_options_reach_the_command(capsys):
     assert cli.main(["--sift-nfeatures", "123", "config-params"]) == 0
     out = capsys.readouterr().out
     assert "--sift-nOctaveLayers" in out and "--query-dist-ratio-threshold" in out
+    assert "--preset fast: --sift-nfeatures" in out
 
 
 def test_cli_error_is_one_line(capsys, tmp_path):

@@ -314,6 +314,8 @@ def cmd_config_params(args: argparse.Namespace) -> int:
     defaults = Settings()
     for f in setting_fields():
         print(f"--{option_name(f.name)} (default {getattr(defaults, f.name)!r}): {f.metadata['help']}")
+    for name, values in sorted(PRESETS.items()):
+        print(f"--preset {name}: " + " ".join(f"--{option_name(k)} {v}" for k, v in values.items()))
     return 0
 
 

@@ -84,8 +84,8 @@ def decode_gray(path: str | Path, max_side: int, max_pixels: int, min_side: int 
                     raise ImageError(f"too large ({w}x{h} pixels, limit --max-image-pixels {max_pixels})")
                 if min(w, h) < min_side:
                     raise ImageError(f"too small ({w}x{h} pixels)")
-                if im.format == "JPEG" and max(w, h) > 2 * max_side:
-                    # The codec decodes at 1/2, 1/4 or 1/8 scale, staying at least this large.
+                if im.format == "JPEG":
+                    # The codec decodes luma only, at 1/2, 1/4 or 1/8 scale when the image stays this large.
                     im.draft("L" if im.mode in ("L", "RGB", "YCbCr") else None, (max_side, max_side))
                 im.seek(0)
                 orientation = _orientation(im)

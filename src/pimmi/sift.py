@@ -27,8 +27,9 @@ class Extractor:
         self.halve = settings.sift_halve
         self.max_side = settings.sift_max_image_dimension
         self.budget = settings.sift_nfeatures
+        self.asked = round(settings.sift_nfeatures * settings.sift_oversample)
         self.sift = cv2.SIFT_create(
-            nfeatures=round(settings.sift_nfeatures * settings.sift_oversample),
+            nfeatures=self.asked,
             nOctaveLayers=settings.sift_nOctaveLayers,
             contrastThreshold=settings.sift_contrastThreshold,
             edgeThreshold=settings.sift_edgeThreshold,
@@ -58,11 +59,16 @@ class Extractor:
             xy *= np.float32(gray.shape[1] / src.shape[1]), np.float32(gray.shape[0] / src.shape[0])
         # OpenCV's SIFT descriptors are integers in [0, 255] stored as float.
         desc = np.clip(np.rint(desc), 0, 255).astype(np.uint8)
+        response = np.array([kp.response for kp in keypoints], np.float32)
+        if len(xy) > self.asked:
+            # OpenCV keeps every keypoint tied with the last one asked for: the count is made exact,
+            # so that flags are computed over the keypoints asked for (and, without oversampling, kept).
+            keep = np.sort(np.argsort(-response, kind="stable")[: self.asked])
+            xy, desc, response = xy[keep], desc[keep], response[keep]
         repeated = repeated_keypoints(xy, desc)
         if len(xy) > self.budget:
             # Keypoints off repeated patterns first, strongest first: high-contrast text would
             # otherwise take most of a smooth photo's budget and leave it matchable by its caption.
-            response = np.array([kp.response for kp in keypoints], np.float32)
             keep = np.sort(np.lexsort((-response, repeated))[: self.budget])
             xy, desc, repeated = xy[keep], desc[keep], repeated[keep]
         return Features(xy, desc, repeated)
