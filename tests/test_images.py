@@ -56,6 +56,17 @@ def test_huge_jpeg_decoded_at_reduced_size(tmp_path):
     assert max(img.gray.shape) == 512
 
 
+def test_jpeg_luma_from_the_codec_matches_the_rgb_path(tmp_path, photo):
+    # JPEGs are decoded to luma by the codec, whatever their size; on a photo that is the grey of Pillow's
+    # RGB -> L conversion up to rounding (they differ only where a saturated colour clips in RGB).
+    photo.resize((600, 600)).save(tmp_path / "p.jpg", quality=92)
+    got = decode(tmp_path / "p.jpg").gray.astype(np.float32)
+    with Image.open(tmp_path / "p.jpg") as im:
+        want = np.asarray(im.convert("L").resize((512, 512), Image.Resampling.BILINEAR, reducing_gap=2.0), np.float32)
+    diff = np.abs(got - want)
+    assert got.shape == want.shape and diff.mean() < 0.5 and np.percentile(diff, 99) <= 2
+
+
 def test_exif_orientation_applied(tmp_path, photo):
     im = photo.resize((400, 200))
     exif = Image.Exif()
