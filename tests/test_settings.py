@@ -29,6 +29,8 @@ def test_bad_values_are_clear(tmp_path):
         load_settings(cfg)
     with pytest.raises(SettingsError, match="--nb-threads: expected int"):
         load_settings(None, {"nb_threads": "many"})
+    with pytest.raises(SettingsError, match="--sift-nfeatures must be at least 1"):
+        load_settings(None, {"sift_nfeatures": "0"})
 
 
 def test_global_options_reach_the_command(capsys):

@@ -274,6 +274,8 @@ def validate(s: Settings) -> None:
         raise SettingsError("--sift-max-image-dimension must be at least 64")
     if not 0 < s.query_dist_ratio_threshold <= 1:
         raise SettingsError("--query-dist-ratio-threshold must be in (0, 1]")
+    if s.sift_nfeatures < 1:
+        raise SettingsError("--sift-nfeatures must be at least 1")
     if s.sift_oversample < 1:
         raise SettingsError("--sift-oversample must be at least 1")
     if s.query_sift_knn < 2:
