@@ -109,8 +109,7 @@ def stored_feature_settings(directory: str | Path) -> dict[str, Any] | None:
     if not (Path(directory) / CATALOGUE).exists():
         return None
     with Workspace(directory, create=False) as ws:
-        stored = ws.get_meta("feature_settings")
-    return None if stored is None else LEGACY_FEATURE_SETTINGS | json.loads(stored)
+        return ws.feature_settings()
 
 
 class Workspace:
@@ -175,13 +174,18 @@ class Workspace:
     def set_meta(self, key: str, value: Any) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value)))
 
+    def feature_settings(self) -> dict[str, Any] | None:
+        """The extraction settings recorded (None before the first extraction); settings added since
+        they were recorded have the value older workspaces used."""
+        stored = self.get_meta("feature_settings")
+        return None if stored is None else LEGACY_FEATURE_SETTINGS | json.loads(stored)
+
     def bind_feature_settings(self, feature_settings: dict[str, Any]) -> None:
         """Record the extraction settings on first use; refuse different ones later."""
-        stored = self.get_meta("feature_settings")
-        if stored is None:
+        old = self.feature_settings()
+        if old is None:
             self.set_meta("feature_settings", json.dumps(feature_settings, sort_keys=True))
             return
-        old = LEGACY_FEATURE_SETTINGS | json.loads(stored)  # settings added since: what older workspaces used
         diff = [f"{k}={old.get(k)!r} (now {v!r})" for k, v in feature_settings.items() if old.get(k) != v]
         if diff:
             raise WorkspaceError(
