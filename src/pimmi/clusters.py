@@ -192,13 +192,18 @@ def part_clusters(links: list[Link], images: dict[int, ImageRecord]) -> list[Par
                 touches[(image, link)].append(node)
     g = ig.Graph(n=len(node_image))
     g.add_edges([(a, b) for i, e in enumerate(links) for a in touches[(e.query, i)] for b in touches[(e.result, i)]])
-    components = g.connected_components()
+    # igraph's VertexClustering copies its membership list at each access: read it once (with 20k
+    # clusters, indexing it per link and per cluster took 20 s).
+    membership = g.connected_components().membership
+    component_nodes: dict[int, list[int]] = defaultdict(list)
+    for node, c in enumerate(membership):
+        component_nodes[c].append(node)
     # Every node a link touches ends in one component (the link joins them): file each link once.
     links_of: dict[int, list[Link]] = defaultdict(list)
     for i, e in enumerate(links):
-        links_of[components.membership[touches[(e.query, i)][0]]].append(e)
+        links_of[membership[touches[(e.query, i)][0]]].append(e)
     groups = []
-    for c, comp in enumerate(components):
+    for c, comp in sorted(component_nodes.items()):
         members = sorted({node_image[n] for n in comp})
         groups.append((members, comp, links_of[c]))
     groups.sort(key=lambda mc: (-len(mc[0]), mc[0][0]))
