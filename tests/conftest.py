@@ -42,7 +42,16 @@ def demo_run(demo_corpus, tmp_path_factory) -> dict[str, Path]:
     assert run(["--nb-threads", "2", "fill", str(demo_corpus / "images"), str(ws)]) == 0
     assert run(["--nb-threads", "2", "query", str(demo_corpus / "images"), str(ws), "-o", str(out / "q.csv")]) == 0
     assert run(["clusters", str(ws), "-o", str(out / "c.csv")]) == 0
-    return {"corpus": demo_corpus, "ws": ws, "query": out / "q.csv", "clusters": out / "c.csv", "out": out}
+    # Other tests query more images into "ws"; the viewer's tests read this copy, as the pipeline left it.
+    viewed = Path(shutil.copytree(ws, out / "ws-viewed"))
+    return {
+        "corpus": demo_corpus,
+        "ws": ws,
+        "viewed": viewed,
+        "query": out / "q.csv",
+        "clusters": out / "c.csv",
+        "out": out,
+    }
 
 
 def run(argv: list[str]) -> int:

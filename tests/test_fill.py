@@ -18,7 +18,7 @@ from PIL import Image
 from conftest import copy_tree, run
 from pimmi.demo import build_corpus, sample_photo
 from pimmi.settings import PRESETS
-from pimmi.workspace import Workspace
+from pimmi.workspace import SCHEMA_VERSION, Workspace
 
 
 def make_bad_files(folder: Path) -> dict[str, str]:
@@ -182,7 +182,7 @@ def test_workspace_of_schema_1_gains_repeated_pattern_flags(small_corpus, tmp_pa
     db.commit()
     db.close()
     with Workspace(ws_dir, create=False) as ws:
-        assert ws.get_meta("schema_version") == "2"
+        assert ws.get_meta("schema_version") == str(SCHEMA_VERSION)
         after = ws.features(ids)
     assert all(np.array_equal(before[i].repeated, after[i].repeated) for i in ids)
     assert any(before[i].repeated.any() for i in ids)
@@ -193,6 +193,20 @@ def test_workspace_of_schema_1_gains_repeated_pattern_flags(small_corpus, tmp_pa
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "sift_oversample=1.0 (now 2.0)" in err
     assert run(["query", str(small_corpus), str(ws_dir), "-o", str(tmp_path / "q.csv")]) == 0
+
+
+def test_workspace_of_schema_2_gains_the_reviews_table(small_corpus, tmp_path):
+    ws_dir = tmp_path / "ws"
+    assert run(["fill", str(small_corpus), str(ws_dir)]) == 0
+    db = sqlite3.connect(ws_dir / "pimmi.sqlite")
+    db.execute("DROP TABLE reviews")
+    db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with Workspace(ws_dir, create=False) as ws:
+        assert ws.get_meta("schema_version") == str(SCHEMA_VERSION) == "3"
+        ws.set_cluster_review([3, 1, 2], "checked")
+        assert ws.cluster_reviews()[1][:2] == ("checked", [1, 2, 3])
 
 
 def test_fast_preset_is_remembered_by_the_workspace_and_finds_copies(small_corpus, tmp_path):

@@ -107,6 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", help="JSON file to write (default: stdout)")
     c.add_argument("query_csv", nargs="?", help="query CSV (default: matches in the workspace)")
 
+    c = sub.add_parser(
+        "serve",
+        help="browse the clusters in a web browser: clusters, a cluster's graph, why two images match, review",
+        epilog="Binds 127.0.0.1 (this machine only) unless --host says otherwise. Ctrl-C stops it.",
+    )
+    c.add_argument("index_dir")
+    c.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    c.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0: any free port)")
+    c.add_argument("--open", action="store_true", help="open the viewer in the default web browser")
+    c.add_argument(
+        "--allow-host", action="append", default=[], metavar="NAME", help="another name the server is reached by"
+    )
+    _clusters_options(c)
+
+    c = sub.add_parser("report", help="write the viewer's pages as static HTML with thumbnails, to send")
+    c.add_argument("index_dir")
+    c.add_argument("-o", "--output", required=True, help="folder to write (index.html is its first page)")
+    _clusters_options(c)
+
     c = sub.add_parser("eval", help="precision, recall and F1 of clusters against a truth column")
     c.add_argument("file")
     c.add_argument("--predicted-column", default="cluster_id")
@@ -119,6 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("path")
     sub.add_parser("config-params", help="list the configuration keys (usable as global options)")
     return p
+
+
+def _clusters_options(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--clusters", metavar="FILE", help="a clusters CSV to show (default: computed from the workspace)")
+    c.add_argument(
+        "--algo", dest="setting_algo", default=argparse.SUPPRESS, help="parts (default), components, louvain or leiden"
+    )
+    c.add_argument(
+        "--nb-match-ransac", dest="setting_nb_match_ransac", default=argparse.SUPPRESS, help="least inliers for an edge"
+    )
+    _config_option(c)
 
 
 def _config_option(c: argparse.ArgumentParser) -> None:
@@ -252,14 +282,18 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_clusters(args: argparse.Namespace) -> int:
-    from pimmi.clusters import clusters, csv_columns, expand_csv_argument, read_match_csv
+    from pimmi.clusters import clusters, csv_columns, expand_csv_argument, read_match_csv, workspace_clusters
     from pimmi.workspace import Workspace
 
     settings = resolve_settings(args)
     with Workspace(args.index_dir, create=False) as ws:
-        images = {r.id: r for r in ws.images()}
-        edges = read_match_csv(expand_csv_argument(args.query_csv)) if args.query_csv else _links(ws)
-    rows = clusters(edges, images, settings.nb_match_ransac, settings.algo)
+        if args.query_csv:
+            images = {r.id: r for r in ws.images()}
+            rows = clusters(
+                read_match_csv(expand_csv_argument(args.query_csv)), images, settings.nb_match_ransac, settings.algo
+            )
+        else:
+            rows = workspace_clusters(ws, settings)
     columns = csv_columns(settings.algo)
     _write_csv(args.output, columns, ([getattr(r, c) for c in columns] for r in rows))
     n_clusters = len({r.cluster_id for r in rows})
@@ -267,25 +301,62 @@ def cmd_clusters(args: argparse.Namespace) -> int:
     return 0
 
 
-def _links(ws) -> list:
-    from pimmi.clusters import Link
-
-    return [Link(*row) for row in ws.match_links()]
-
-
 def cmd_viz(args: argparse.Namespace) -> int:
-    from pimmi.clusters import expand_csv_argument, read_match_csv
+    from pimmi.clusters import expand_csv_argument, read_match_csv, workspace_links
     from pimmi.viz import viz_json
     from pimmi.workspace import Workspace
 
     with Workspace(args.index_dir, create=False) as ws:
         images = {r.id: r for r in ws.images()}
-        edges = read_match_csv(expand_csv_argument(args.query_csv)) if args.query_csv else _links(ws)
+        edges = read_match_csv(expand_csv_argument(args.query_csv)) if args.query_csv else workspace_links(ws)
     text = viz_json(args.clusters_csv, edges, images)
     if args.output:
         _atomic_write_text(args.output, text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import webbrowser
+
+    from pimmi.viewer.app import Viewer, allowed_hosts, bind, create_app, serve
+
+    settings = resolve_settings(args, args.index_dir)
+    viewer = Viewer(args.index_dir, settings, args.clusters)
+    try:
+        snap = viewer.snapshot()  # computed before the first page is asked for
+        hosts = allowed_hosts(args.host, args.allow_host)
+        sock = bind(args.host, args.port)
+        port = sock.getsockname()[1]
+        shown = f"[{args.host}]" if ":" in args.host else args.host
+        url = f"http://{shown}:{port}/"
+        if "*" in hosts:
+            print(
+                f"pimmi: warning: listening on {args.host}: anyone who can reach this machine can browse the images "
+                "and mark matches",
+                file=sys.stderr,
+            )
+        print(f"pimmi: serving {args.index_dir} on {url} ({len(snap.clusters)} clusters)", file=sys.stderr, flush=True)
+        if args.open:
+            webbrowser.open(url.replace("0.0.0.0", "127.0.0.1"))
+        serve(create_app(viewer, hosts), sock, verbose=args.verbose > 0)
+    finally:
+        viewer.close()
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pimmi.viewer.report import write_report
+
+    settings = resolve_settings(args, args.index_dir)
+    t0 = time.perf_counter()
+    r = write_report(args.index_dir, args.output, settings, args.clusters, progress=not args.silent)
+    _say(
+        args,
+        f"pimmi report: {r.clusters} clusters, {r.images} images, {r.pairs} pairs in {args.output} "
+        f"(open {Path(args.output) / 'index.html'}; {time.perf_counter() - t0:.1f} s)",
+    )
     return 0
 
 
@@ -324,6 +395,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "query": cmd_query,
     "clusters": cmd_clusters,
     "viz": cmd_viz,
+    "serve": cmd_serve,
+    "report": cmd_report,
     "eval": cmd_eval,
     "create-config": cmd_create_config,
     "config-params": cmd_config_params,

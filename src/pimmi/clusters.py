@@ -11,7 +11,8 @@ from pathlib import Path
 
 import igraph as ig
 
-from pimmi.workspace import ImageRecord
+from pimmi.settings import Settings
+from pimmi.workspace import ImageRecord, Workspace
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in original pixels
 
@@ -75,6 +76,7 @@ def read_match_csv(paths: Iterable[str | Path]) -> list[Link]:
 
 
 def _box(row: dict[str, str], side: str) -> Box:
+    """The box ``side_x0 .. side_y1`` of a CSV row."""
     return tuple(float(row[f"{side}_{c}"]) for c in ("x0", "y0", "x1", "y1"))  # type: ignore[return-value]
 
 
@@ -87,6 +89,50 @@ def expand_csv_argument(arg: str) -> list[str]:
     if not found:
         raise FileNotFoundError(f"no query CSV matches {arg}")
     return found
+
+
+def workspace_links(ws: Workspace) -> list[Link]:
+    """The workspace's stored matches, but those a person marked wrong in the viewer."""
+    return [Link(*row) for row in ws.match_links()]
+
+
+def workspace_clusters(ws: Workspace, settings: Settings) -> list[ClusterRow]:
+    """The clusters of the workspace's stored matches: what ``pimmi clusters INDEX_DIR`` writes."""
+    images = {r.id: r for r in ws.images()}
+    return clusters(workspace_links(ws), images, settings.nb_match_ransac, settings.algo)
+
+
+def read_clusters_csv(path: str | Path, images: dict[int, ImageRecord]) -> list[ClusterRow]:
+    """The rows of a clusters CSV written by ``pimmi clusters`` (either algorithm's columns), or PIMMI's."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        need = {"image_id", "cluster_id"}
+        if not reader.fieldnames or not need <= set(reader.fieldnames):
+            raise ValueError(f"{path}: not a clusters CSV (needs columns {', '.join(sorted(need))})")
+        parts = {"region_x0", "region_y1", "copy"} <= set(reader.fieldnames)
+        rows: list[ClusterRow] = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                image_id, cid = int(row["image_id"]), int(row["cluster_id"])
+            except ValueError:
+                raise ValueError(f"{path}, line {line}: image_id and cluster_id must be integers") from None
+            rec = images.get(image_id)
+            if rec is None:
+                raise ValueError(f"{path}, line {line}: image {image_id} is not in the workspace")
+            base = (
+                rec.path,
+                image_id,
+                rec.nb_points or 0,
+                int(row.get("degree") or 0),
+                cid,
+                float(row.get("quality") or 0),
+            )
+            if parts:
+                box = _box(row, "region")
+                rows.append(PartClusterRow(*base, *box, row["copy"] or "whole"))
+            else:
+                rows.append(ClusterRow(*base))
+    return rows
 
 
 def clusters(

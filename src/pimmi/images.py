@@ -72,6 +72,19 @@ def decode_gray(path: str | Path, max_side: int, max_pixels: int, min_side: int 
     16-bit images, keeps the first frame of animations, and lets the JPEG codec decode
     at reduced size when the image is much larger than needed. Raises ``ImageError``.
     """
+    gray, w, h = _decode(path, max_side, max_pixels, min_side, _to_gray, luma=True)
+    return DecodedImage(np.asarray(gray, dtype=np.uint8), w, h)
+
+
+def decode_rgb(path: str | Path, max_side: int, max_pixels: int) -> Image.Image:
+    """Decode an image to RGB with its larger side at most ``max_side``, as ``decode_gray`` does
+    (orientation, alpha, palette, CMYK, 16-bit, first frame): what thumbnails are made from."""
+    rgb, _, _ = _decode(path, max_side, max_pixels, 1, _to_rgb, luma=False)
+    return rgb
+
+
+def _decode(path, max_side: int, max_pixels: int, min_side: int, convert, luma: bool) -> tuple[Image.Image, int, int]:
+    """The image converted by ``convert``, oriented, scaled to ``max_side``; its original size (oriented)."""
     try:
         if os.path.getsize(path) == 0:
             raise ImageError("empty file")
@@ -85,12 +98,13 @@ def decode_gray(path: str | Path, max_side: int, max_pixels: int, min_side: int 
                 if min(w, h) < min_side:
                     raise ImageError(f"too small ({w}x{h} pixels)")
                 if im.format == "JPEG":
-                    # The codec decodes luma only, at 1/2, 1/4 or 1/8 scale when the image stays this large.
-                    im.draft("L" if im.mode in ("L", "RGB", "YCbCr") else None, (max_side, max_side))
+                    # The codec decodes (luma only, for grey) at 1/2, 1/4 or 1/8 scale when the image stays this
+                    # large.
+                    im.draft("L" if luma and im.mode in ("L", "RGB", "YCbCr") else None, (max_side, max_side))
                 im.seek(0)
                 orientation = _orientation(im)
                 im.load()
-                gray = _to_gray(im)
+                out = convert(im)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -100,15 +114,15 @@ def decode_gray(path: str | Path, max_side: int, max_pixels: int, min_side: int 
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
         raise ImageError(_reason(e)) from None
     if orientation in TRANSPOSE:
-        gray = gray.transpose(TRANSPOSE[orientation])
+        out = out.transpose(TRANSPOSE[orientation])
         if orientation >= 5:
             w, h = h, w
-    gw, gh = gray.size
+    gw, gh = out.size
     shrink = max_side / max(gw, gh)
     if shrink < 1:
         size = (max(1, round(gw * shrink)), max(1, round(gh * shrink)))
-        gray = gray.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return DecodedImage(np.asarray(gray, dtype=np.uint8), w, h)
+        out = out.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return out, w, h
 
 
 def _reason(e: Exception) -> str:
@@ -120,6 +134,16 @@ def _reason(e: Exception) -> str:
 
 def _to_gray(im: Image.Image) -> Image.Image:
     """8-bit grayscale from any mode; transparency is composited onto white."""
+    return _flatten(im).convert("L")
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB from any mode; transparency is composited onto white."""
+    return _flatten(im).convert("RGB")
+
+
+def _flatten(im: Image.Image) -> Image.Image:
+    """8 bits per channel, no transparency (composited onto white), no CMYK."""
     mode = im.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         a = np.asarray(im, dtype=np.float32)
@@ -135,7 +159,7 @@ def _to_gray(im: Image.Image) -> Image.Image:
         im = Image.alpha_composite(white, im)
     if mode == "CMYK":
         im = im.convert("RGB")
-    return im.convert("L")
+    return im
 
 
 # EXIF orientation tag values and the transposition that undoes them.

@@ -3,8 +3,9 @@
 Layout::
 
     INDEX_DIR/
-      pimmi.sqlite        catalogue (tables: meta, roots, images, features, matches, runs)
+      pimmi.sqlite        catalogue (tables: meta, roots, images, features, matches, reviews, runs)
       index-NNNNNN.faiss  the current FAISS index; its name is recorded in meta.index_file
+      thumbs/SIZE/ID.jpg  thumbnails the viewer and the report made (a cache: safe to delete)
 
 Every write is a transaction, and the index file is written beside the old one and
 recorded in the catalogue in the same transaction that marks its images indexed, so a
@@ -28,7 +29,7 @@ import numpy as np
 from pimmi.settings import LEGACY_FEATURE_SETTINGS
 from pimmi.sift import Features, repeated_keypoints
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 CATALOGUE = "pimmi.sqlite"
 
 SCHEMA = """
@@ -70,6 +71,15 @@ CREATE TABLE IF NOT EXISTS matches (
     transform TEXT NOT NULL,
     run_id INTEGER,
     PRIMARY KEY (query_id, result_id)
+);
+CREATE TABLE IF NOT EXISTS reviews (
+    kind TEXT NOT NULL,
+    a INTEGER NOT NULL,
+    b INTEGER NOT NULL,
+    verdict TEXT NOT NULL,
+    members TEXT,
+    at REAL NOT NULL,
+    PRIMARY KEY (kind, a, b)
 );
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
@@ -113,14 +123,15 @@ def stored_feature_settings(directory: str | Path) -> dict[str, Any] | None:
 
 
 class Workspace:
-    def __init__(self, directory: str | Path, create: bool = True):
+    def __init__(self, directory: str | Path, create: bool = True, threads: bool = False):
+        """``threads``: the connection may be used from several threads (the caller serialises its use)."""
         self.dir = Path(directory)
         db = self.dir / CATALOGUE
         if not db.exists():
             if not create:
                 raise WorkspaceError(f"{self.dir} is not a pimmi workspace (no {CATALOGUE}); run 'pimmi fill' first")
             self.dir.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(db, isolation_level=None, timeout=60)
+        self.db = sqlite3.connect(db, isolation_level=None, timeout=60, check_same_thread=not threads)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
@@ -129,6 +140,8 @@ class Workspace:
             self.set_meta("schema_version", SCHEMA_VERSION)
         elif int(version) == 1:
             self._migrate_from_1()
+        elif int(version) == 2:
+            self.set_meta("schema_version", SCHEMA_VERSION)  # 3 adds the reviews table, created above
         elif int(version) != SCHEMA_VERSION:
             raise WorkspaceError(f"{db}: schema version {version}, this pimmi reads version {SCHEMA_VERSION}")
 
@@ -148,7 +161,7 @@ class Workspace:
                     flags = _pack_bool(repeated_keypoints(_points(xy), _descriptors(desc)))
                     db.execute("UPDATE features SET repeated = ? WHERE image_id = ?", (flags, image_id))
                 last = rows[-1][0]
-            self.set_meta("schema_version", SCHEMA_VERSION)
+            self.set_meta("schema_version", SCHEMA_VERSION)  # and the reviews table (3), created already
 
     def __enter__(self) -> Workspace:
         return self
@@ -165,6 +178,10 @@ class Workspace:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits to the catalogue (SQLite's ``PRAGMA data_version``)."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0]
 
     # -- meta
     def get_meta(self, key: str) -> str | None:
@@ -374,9 +391,80 @@ class Workspace:
             db.executemany("DELETE FROM matches WHERE query_id = ?", ((i,) for i in query_ids))
 
     def match_links(self) -> list[tuple[int, int, int, tuple | None, tuple | None]]:
-        """(query id, result id, inliers, query box, result box) of every stored match."""
-        rows = self.db.execute("SELECT query_id, result_id, nb_match_ransac, query_box, result_box FROM matches")
+        """(query id, result id, inliers, query box, result box) of every stored match, but those a person
+        marked wrong."""
+        rows = self.db.execute(
+            "SELECT query_id, result_id, nb_match_ransac, query_box, result_box FROM matches m WHERE NOT EXISTS ("
+            "SELECT 1 FROM reviews v WHERE v.kind = 'match' AND v.verdict = 'wrong' "
+            "AND v.a = MIN(m.query_id, m.result_id) AND v.b = MAX(m.query_id, m.result_id))"
+        )
         return [(q, r, n, tuple(json.loads(qb)), tuple(json.loads(rb))) for q, r, n, qb, rb in rows]
+
+    def matches_of(self, image_id: int) -> list[dict[str, Any]]:
+        """The stored matches with ``image_id`` on either side, as that image's: its region first."""
+        rows = self.db.execute(
+            "SELECT query_id, result_id, mirrored, nb_match_total, nb_match_ransac, query_box, result_box, transform "
+            "FROM matches WHERE query_id = ? OR result_id = ? ORDER BY nb_match_ransac DESC, query_id, result_id",
+            (image_id, image_id),
+        ).fetchall()
+        return [_match_dict(row) for row in rows]
+
+    def matches_among(self, image_ids: Sequence[int]) -> list[tuple[int, int, int]]:
+        """(query id, result id, inliers) of the stored matches between two of ``image_ids``, marked or not."""
+        wanted = set(image_ids)
+        out = []
+        for chunk in _chunks(sorted(wanted), 500):
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT query_id, result_id, nb_match_ransac FROM matches WHERE query_id IN ({marks})", chunk
+            )
+            out += [row for row in rows if row[1] in wanted]
+        return out
+
+    def match_between(self, a: int, b: int) -> dict[str, Any] | None:
+        """The stored match of ``a`` towards ``b`` (or of ``b`` towards ``a``, when only that one is stored)."""
+        for q, r in ((a, b), (b, a)):
+            row = self.db.execute(
+                "SELECT query_id, result_id, mirrored, nb_match_total, nb_match_ransac, query_box, result_box, "
+                "transform FROM matches WHERE query_id = ? AND result_id = ?",
+                (q, r),
+            ).fetchone()
+            if row:
+                return _match_dict(row)
+        return None
+
+    # -- reviews: what a person said of a match or a cluster, in the viewer
+    def set_match_review(self, a: int, b: int, verdict: str | None) -> None:
+        """Mark the match between images ``a`` and ``b`` (either direction) ``wrong`` or ``right``; None clears."""
+        a, b = min(a, b), max(a, b)
+        with self.transaction() as db:
+            db.execute("DELETE FROM reviews WHERE kind = 'match' AND a = ? AND b = ?", (a, b))
+            if verdict is not None:
+                db.execute(
+                    "INSERT INTO reviews (kind, a, b, verdict, at) VALUES ('match', ?, ?, ?, ?)",
+                    (a, b, verdict, time.time()),
+                )
+
+    def match_reviews(self) -> dict[tuple[int, int], str]:
+        """(smaller id, larger id) -> verdict."""
+        rows = self.db.execute("SELECT a, b, verdict FROM reviews WHERE kind = 'match'")
+        return {(a, b): v for a, b, v in rows}
+
+    def set_cluster_review(self, members: Sequence[int], verdict: str | None) -> None:
+        """Mark a cluster (identified by its smallest image id; its members are kept to tell when it changed)."""
+        first = min(members)
+        with self.transaction() as db:
+            db.execute("DELETE FROM reviews WHERE kind = 'cluster' AND a = ?", (first,))
+            if verdict is not None:
+                db.execute(
+                    "INSERT INTO reviews (kind, a, b, verdict, members, at) VALUES ('cluster', ?, 0, ?, ?, ?)",
+                    (first, verdict, json.dumps(sorted(members)), time.time()),
+                )
+
+    def cluster_reviews(self) -> dict[int, tuple[str, list[int], float]]:
+        """smallest image id -> (verdict, members when marked, time)."""
+        rows = self.db.execute("SELECT a, verdict, members, at FROM reviews WHERE kind = 'cluster'")
+        return {a: (v, json.loads(m), at) for a, v, m, at in rows}
 
     # -- runs
     def start_run(self, command: str, settings: dict[str, Any]) -> int:
@@ -390,6 +478,20 @@ class Workspace:
         self.db.execute(
             "UPDATE runs SET finished = ?, stats = ? WHERE id = ?", (time.time(), json.dumps(stats), run_id)
         )
+
+
+def _match_dict(row: Sequence[Any]) -> dict[str, Any]:
+    q, r, mirrored, total, inliers, qb, rb, transform = row
+    return {
+        "query_id": q,
+        "result_id": r,
+        "mirrored": bool(mirrored),
+        "nb_match_total": total,
+        "nb_match_ransac": inliers,
+        "query_box": tuple(json.loads(qb)),
+        "result_box": tuple(json.loads(rb)),
+        "transform": tuple(json.loads(transform)),
+    }
 
 
 def _features(xy: bytes, desc: bytes, repeated: bytes) -> Features:
