@@ -195,18 +195,20 @@ def test_workspace_of_schema_1_gains_repeated_pattern_flags(small_corpus, tmp_pa
     assert run(["query", str(small_corpus), str(ws_dir), "-o", str(tmp_path / "q.csv")]) == 0
 
 
-def test_workspace_of_schema_2_gains_the_reviews_table(small_corpus, tmp_path):
+def test_workspace_of_schema_2_gains_the_reviews_and_posts_tables(small_corpus, tmp_path):
     ws_dir = tmp_path / "ws"
     assert run(["fill", str(small_corpus), str(ws_dir)]) == 0
     db = sqlite3.connect(ws_dir / "pimmi.sqlite")
-    db.execute("DROP TABLE reviews")
+    for table in ("reviews", "post_images", "posts"):
+        db.execute(f"DROP TABLE {table}")
     db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     db.commit()
     db.close()
     with Workspace(ws_dir, create=False) as ws:
-        assert ws.get_meta("schema_version") == str(SCHEMA_VERSION) == "3"
+        assert ws.get_meta("schema_version") == str(SCHEMA_VERSION) == "4"
         ws.set_cluster_review([3, 1, 2], "checked")
         assert ws.cluster_reviews()[1][:2] == ("checked", [1, 2, 3])
+        assert ws.db.execute("SELECT COUNT(*) FROM posts").fetchone() == (0,)
 
 
 def test_fast_preset_is_remembered_by_the_workspace_and_finds_copies(small_corpus, tmp_path):

@@ -50,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for f in setting_fields():
         p.add_argument(
-            f"--{option_name(f.name)}", dest=f"setting_{f.name}", default=None, metavar="VALUE", help=argparse.SUPPRESS
+            f"--{option_name(f.name)}",
+            dest=f"setting_{f.name}",
+            default=None,
+            metavar="VALUE",
+            help=argparse.SUPPRESS,
         )
     for key in sorted(IGNORED_PIMMI_KEYS):  # PIMMI's switches that have no meaning here: accepted, ignored
         p.add_argument(f"--{option_name(key)}", dest=f"ignored_{key}", default=None, help=argparse.SUPPRESS)
@@ -94,10 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("query_csv", nargs="?", help="query CSV, glob or template (default: matches in the workspace)")
     c.add_argument("-o", "--output", help="CSV file to write (default: stdout)")
     c.add_argument(
-        "--algo", dest="setting_algo", default=argparse.SUPPRESS, help="parts (default), components, louvain or leiden"
+        "--algo",
+        dest="setting_algo",
+        default=argparse.SUPPRESS,
+        help="parts (default), components, louvain or leiden",
     )
     c.add_argument(
-        "--nb-match-ransac", dest="setting_nb_match_ransac", default=argparse.SUPPRESS, help="least inliers for an edge"
+        "--nb-match-ransac",
+        dest="setting_nb_match_ransac",
+        default=argparse.SUPPRESS,
+        help="least inliers for an edge",
     )
     _config_option(c)
 
@@ -117,7 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0: any free port)")
     c.add_argument("--open", action="store_true", help="open the viewer in the default web browser")
     c.add_argument(
-        "--allow-host", action="append", default=[], metavar="NAME", help="another name the server is reached by"
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name the server is reached by",
     )
     _clusters_options(c)
 
@@ -125,6 +139,45 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("index_dir")
     c.add_argument("-o", "--output", required=True, help="folder to write (index.html is its first page)")
     _clusters_options(c)
+
+    c = sub.add_parser(
+        "posts",
+        help="import the posts that published the images (a CSV: post id, date, account, url, text, media files)",
+        epilog="Columns are found by name: "
+        + "; ".join(f"{k}: {', '.join(v)}" for k, v in _post_columns().items())
+        + ". An import replaces the previous one.",
+    )
+    c.add_argument("index_dir")
+    c.add_argument("posts_csv")
+    for key in _post_columns():
+        c.add_argument(
+            f"--{key.replace('_', '-')}-column",
+            dest=f"column_{key}",
+            metavar="NAME",
+            help=f"the column holding the {key.replace('_', ' ')}",
+        )
+    c.add_argument("--separator", default="|", help="between the media files of one post (default: |)")
+
+    c = sub.add_parser(
+        "provenance",
+        help="the most likely parent of every clustered image (which image each was made from)",
+        epilog="Output columns: path, parent, cluster_id, relation, confidence, image_id, parent_ids",
+    )
+    c.add_argument("index_dir")
+    c.add_argument("-o", "--output", help="CSV file to write (default: stdout)")
+    c.add_argument("--gexf", metavar="FILE", help="also write the derivation forest for Gephi (.gexf or .graphml)")
+    c.add_argument("--cues", help="the cues to use, comma-separated (default: all): " + ", ".join(_cues()))
+    _clusters_options(c, clusters_file=False)
+
+    c = sub.add_parser(
+        "timeline",
+        help="one row per cluster with its posts: first and last post, accounts, peak day, likely original",
+        epilog="Output columns: " + ", ".join(_summary_columns()),
+    )
+    c.add_argument("index_dir")
+    c.add_argument("-o", "--output", help="CSV file to write (default: stdout)")
+    c.add_argument("--plots", metavar="DIR", help="also write a timeline per cluster (PNG and SVG) and an overview")
+    _clusters_options(c, clusters_file=False)
 
     c = sub.add_parser("eval", help="precision, recall and F1 of clusters against a truth column")
     c.add_argument("file")
@@ -140,13 +193,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _clusters_options(c: argparse.ArgumentParser) -> None:
-    c.add_argument("--clusters", metavar="FILE", help="a clusters CSV to show (default: computed from the workspace)")
+def _post_columns() -> dict[str, tuple[str, ...]]:
+    from pimmi.posts import COLUMNS
+
+    return COLUMNS
+
+
+def _cues() -> tuple[str, ...]:
+    from pimmi.provenance import CUES
+
+    return CUES
+
+
+def _summary_columns() -> list[str]:
+    from pimmi.timeline import summary_columns
+
+    return summary_columns()
+
+
+def _clusters_options(c: argparse.ArgumentParser, clusters_file: bool = True) -> None:
+    if clusters_file:
+        c.add_argument(
+            "--clusters", metavar="FILE", help="a clusters CSV to show (default: computed from the workspace)"
+        )
     c.add_argument(
-        "--algo", dest="setting_algo", default=argparse.SUPPRESS, help="parts (default), components, louvain or leiden"
+        "--algo",
+        dest="setting_algo",
+        default=argparse.SUPPRESS,
+        help="parts (default), components, louvain or leiden",
     )
     c.add_argument(
-        "--nb-match-ransac", dest="setting_nb_match_ransac", default=argparse.SUPPRESS, help="least inliers for an edge"
+        "--nb-match-ransac",
+        dest="setting_nb_match_ransac",
+        default=argparse.SUPPRESS,
+        help="least inliers for an edge",
     )
     _config_option(c)
 
@@ -187,9 +267,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("pimmi: interrupted; what was done is saved, run the same command again to resume", file=sys.stderr)
+        print(
+            "pimmi: interrupted; what was done is saved, run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
-    except (SettingsError, FileNotFoundError, ValueError, OSError) as e:
+    except (SettingsError, FileNotFoundError, ValueError, OSError, ImportError) as e:
         print(f"pimmi: error: {e}", file=sys.stderr)
         return 1
     except Exception as e:
@@ -235,7 +318,14 @@ def cmd_fill(args: argparse.Namespace) -> int:
 
     settings = resolve_settings(args, None if args.erase else args.index_dir)
     t0 = time.perf_counter()
-    r = fill(args.image_dir, args.index_dir, settings, erase=args.erase, nb_img=args.nb_img, progress=not args.silent)
+    r = fill(
+        args.image_dir,
+        args.index_dir,
+        settings,
+        erase=args.erase,
+        nb_img=args.nb_img,
+        progress=not args.silent,
+    )
     for path, reason in r.errors[:MAX_ERRORS_SHOWN]:
         _say(args, f"pimmi: skipped {path}: {reason}")
     if len(r.errors) > MAX_ERRORS_SHOWN:
@@ -290,7 +380,10 @@ def cmd_clusters(args: argparse.Namespace) -> int:
         if args.query_csv:
             images = {r.id: r for r in ws.images()}
             rows = clusters(
-                read_match_csv(expand_csv_argument(args.query_csv)), images, settings.nb_match_ransac, settings.algo
+                read_match_csv(expand_csv_argument(args.query_csv)),
+                images,
+                settings.nb_match_ransac,
+                settings.algo,
             )
         else:
             rows = workspace_clusters(ws, settings)
@@ -337,7 +430,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "and mark matches",
                 file=sys.stderr,
             )
-        print(f"pimmi: serving {args.index_dir} on {url} ({len(snap.clusters)} clusters)", file=sys.stderr, flush=True)
+        print(
+            f"pimmi: serving {args.index_dir} on {url} ({len(snap.clusters)} clusters)",
+            file=sys.stderr,
+            flush=True,
+        )
         if args.open:
             webbrowser.open(url.replace("0.0.0.0", "127.0.0.1"))
         serve(create_app(viewer, hosts), sock, verbose=args.verbose > 0)
@@ -356,6 +453,66 @@ def cmd_report(args: argparse.Namespace) -> int:
         args,
         f"pimmi report: {r.clusters} clusters, {r.images} images, {r.pairs} pairs in {args.output} "
         f"(open {Path(args.output) / 'index.html'}; {time.perf_counter() - t0:.1f} s)",
+    )
+    return 0
+
+
+def cmd_posts(args: argparse.Namespace) -> int:
+    from pimmi.posts import import_posts, report_lines
+
+    columns = {k[len("column_") :]: v for k, v in vars(args).items() if k.startswith("column_") and v}
+    report = import_posts(args.index_dir, args.posts_csv, columns, args.separator, progress=not args.silent)
+    for line in report_lines(report, args.posts_csv):
+        _say(args, line)
+    return 0
+
+
+def _provenance_rows(args: argparse.Namespace, ws, settings: Settings, rows) -> list:
+    from pimmi.provenance import CUES, provenance
+
+    cues = CUES if not getattr(args, "cues", None) else tuple(c.strip() for c in args.cues.split(","))
+    unknown = sorted(set(cues) - set(CUES))
+    if unknown:
+        raise SettingsError(f"--cues: unknown {', '.join(unknown)} (known: {', '.join(CUES)})")
+    return provenance(ws, settings, cues, progress=not args.silent, rows=rows)
+
+
+def cmd_provenance(args: argparse.Namespace) -> int:
+    from pimmi.clusters import workspace_clusters
+    from pimmi.provenance import ProvenanceRow, write_gexf
+    from pimmi.workspace import Workspace
+
+    settings = resolve_settings(args, args.index_dir)
+    with Workspace(args.index_dir, create=False) as ws:
+        rows = _provenance_rows(args, ws, settings, workspace_clusters(ws, settings))
+    columns = [f for f in ProvenanceRow.__dataclass_fields__]
+    _write_csv(args.output, columns, ([getattr(r, c) for c in columns] for r in rows))
+    if args.gexf:
+        write_gexf(rows, args.gexf)
+    roots = sum(1 for r in rows if not r.parent)
+    _say(args, f"pimmi provenance: {len(rows)} images, {roots} likely originals")
+    return 0
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    from pimmi.clusters import workspace_clusters
+    from pimmi.posts import has_posts
+    from pimmi.timeline import plot_timelines, summaries, summary_columns
+    from pimmi.workspace import Workspace
+
+    settings = resolve_settings(args, args.index_dir)
+    with Workspace(args.index_dir, create=False) as ws:
+        if not has_posts(ws):
+            _say(args, f"pimmi timeline: no posts in {args.index_dir} ('pimmi posts' imports them): no dates")
+        rows = workspace_clusters(ws, settings)
+        prov = _provenance_rows(args, ws, settings, rows)
+        table = summaries(ws, rows, prov)
+        files = plot_timelines(ws, rows, prov, args.plots) if args.plots else []
+    columns = summary_columns()
+    _write_csv(args.output, columns, ([getattr(r, c) for c in columns] for r in table))
+    _say(
+        args,
+        f"pimmi timeline: {len(table)} clusters" + (f", {len(files)} plot files in {args.plots}" if files else ""),
     )
     return 0
 
@@ -395,6 +552,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "query": cmd_query,
     "clusters": cmd_clusters,
     "viz": cmd_viz,
+    "posts": cmd_posts,
+    "provenance": cmd_provenance,
+    "timeline": cmd_timeline,
     "serve": cmd_serve,
     "report": cmd_report,
     "eval": cmd_eval,

@@ -29,7 +29,7 @@ import numpy as np
 from pimmi.settings import LEGACY_FEATURE_SETTINGS
 from pimmi.sift import Features, repeated_keypoints
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 CATALOGUE = "pimmi.sqlite"
 
 SCHEMA = """
@@ -80,6 +80,21 @@ CREATE TABLE IF NOT EXISTS reviews (
     members TEXT,
     at REAL NOT NULL,
     PRIMARY KEY (kind, a, b)
+);
+CREATE TABLE IF NOT EXISTS posts (
+    id INTEGER PRIMARY KEY,
+    post_id TEXT NOT NULL,
+    date REAL,
+    account TEXT,
+    platform TEXT,
+    url TEXT,
+    text TEXT,
+    line INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS post_images (
+    post INTEGER NOT NULL REFERENCES posts(id),
+    image_id INTEGER NOT NULL REFERENCES images(id),
+    PRIMARY KEY (image_id, post)
 );
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
@@ -140,8 +155,9 @@ class Workspace:
             self.set_meta("schema_version", SCHEMA_VERSION)
         elif int(version) == 1:
             self._migrate_from_1()
-        elif int(version) == 2:
-            self.set_meta("schema_version", SCHEMA_VERSION)  # 3 adds the reviews table, created above
+        elif int(version) in (2, 3):
+            # 3 added the reviews table, 4 the posts and post_images tables: created above
+            self.set_meta("schema_version", SCHEMA_VERSION)
         elif int(version) != SCHEMA_VERSION:
             raise WorkspaceError(f"{db}: schema version {version}, this pimmi reads version {SCHEMA_VERSION}")
 
@@ -161,7 +177,7 @@ class Workspace:
                     flags = _pack_bool(repeated_keypoints(_points(xy), _descriptors(desc)))
                     db.execute("UPDATE features SET repeated = ? WHERE image_id = ?", (flags, image_id))
                 last = rows[-1][0]
-            self.set_meta("schema_version", SCHEMA_VERSION)  # and the reviews table (3), created already
+            self.set_meta("schema_version", SCHEMA_VERSION)  # the tables of 3 and 4 are created already
 
     def __enter__(self) -> Workspace:
         return self

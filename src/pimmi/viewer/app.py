@@ -92,6 +92,7 @@ def create_app(viewer: Viewer, hosts: Sequence[str] = ("127.0.0.1",)) -> Starlet
         Route("/cluster/{cluster_id}", views.cluster_html),
         Route("/api/cluster/{cluster_id}", views.cluster_json),
         Route("/cluster/{cluster_id}/images.zip", views.cluster_zip),
+        Route("/cluster/{cluster_id}/timeline.svg", views.cluster_timeline),
         Route("/cluster/{cluster_id}/graph.{fmt}", views.cluster_graph_file),
         Route("/pair/{a}/{b}", views.pair_html),
         Route("/api/pair/{a}/{b}", views.pair_json),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,13 @@ import igraph as ig
 import numpy as np
 
 from pimmi.clusters import Box, ClusterRow, PartClusterRow, read_clusters_csv, workspace_clusters
+from pimmi.posts import has_posts, post_rows, posts_of, to_iso
 from pimmi.settings import Settings
 from pimmi.sift import mirror, rootsift
 from pimmi.verify import one_to_one
 from pimmi.workspace import ImageRecord, Workspace
 
-SORTS = ("size", "quality", "least_quality", "id")
+SORTS = ("size", "quality", "least_quality", "id", "date")
 KINDS = ("any", "whole", "parts")
 REVIEWED = ("any", "checked", "unchecked")
 MAX_LINES = 400  # inlier correspondences drawn on a pair page
@@ -45,6 +46,9 @@ class Cluster:
     representative: int  # the most connected image
     members: tuple[Member, ...]
     review: str | None  # checked | changed (checked when it had other members) | None
+    nb_posts: int = 0
+    first_date: float | None = None  # first and last post of its images (Unix seconds), with posts
+    last_date: float | None = None
 
     @property
     def size(self) -> int:
@@ -71,6 +75,9 @@ class Cluster:
             "quality": self.quality,
             "representative": self.representative,
             "review": self.review,
+            "nb_posts": self.nb_posts,
+            "first_date": to_iso(self.first_date) if self.first_date is not None else None,
+            "last_date": to_iso(self.last_date) if self.last_date is not None else None,
             "images": self.images,
         }
 
@@ -81,6 +88,8 @@ class Snapshot:
     clusters: list[Cluster]  # by cluster id
     memberships: dict[int, list[tuple[int, Member]]] = field(default_factory=dict)  # image -> (cluster id, member)
     layouts: dict[int, dict[int, tuple[float, float]]] = field(default_factory=dict)  # cluster -> positions
+    rows: list[ClusterRow] = field(default_factory=list)
+    has_posts: bool = False
 
     def cluster(self, cluster_id: int) -> Cluster | None:
         return self.clusters[cluster_id] if 0 <= cluster_id < len(self.clusters) else None
@@ -90,7 +99,21 @@ def load_snapshot(ws: Workspace, settings: Settings, clusters_csv: str | Path | 
     """The workspace's clusters, as ``pimmi clusters INDEX_DIR`` computes them (or as read from a CSV)."""
     records = {r.id: r for r in ws.images()}
     rows = read_clusters_csv(clusters_csv, records) if clusters_csv else workspace_clusters(ws, settings)
-    return snapshot_of(rows, records, ws.cluster_reviews())
+    snap = snapshot_of(rows, records, ws.cluster_reviews())
+    snap.rows = rows
+    if has_posts(ws):
+        snap.has_posts = True
+        snap.clusters = [_with_posts(c, ws) for c in snap.clusters]
+    return snap
+
+
+def _with_posts(c: Cluster, ws: Workspace) -> Cluster:
+    """The cluster with its posts counted: distinct posts of its images, first and last date."""
+    posts = {(row, date) for _, row, date, *_ in post_rows(ws, c.images)}
+    if not posts:
+        return c
+    dates = [d for _, d in posts]
+    return replace(c, nb_posts=len(posts), first_date=min(dates), last_date=max(dates))
 
 
 def snapshot_of(
@@ -147,6 +170,7 @@ def select_clusters(
         "quality": lambda c: (-c.quality, c.cluster_id),
         "least_quality": lambda c: (c.quality, c.cluster_id),
         "id": lambda c: c.cluster_id,
+        "date": lambda c: (c.first_date is None, c.first_date or 0.0, c.cluster_id),
     }
     return sorted(out, key=keys[sort])
 
@@ -341,7 +365,18 @@ def image_page(ws: Workspace, snap: Snapshot, image_id: int) -> dict[str, Any] |
         {"cluster_id": cid, "copy": m.copy, "region": list(m.region) if m.region else None}
         for cid, m in snap.memberships.get(image_id, [])
     ]
-    return {"image": image_summary(rec), "clusters": clusters, "matches": matches}
+    posts = [
+        {
+            "post_id": p.post_id,
+            "date": to_iso(p.date),
+            "account": p.account,
+            "platform": p.platform,
+            "url": p.url,
+            "text": p.text,
+        }
+        for p in posts_of(ws, image_id)
+    ]
+    return {"image": image_summary(rec), "clusters": clusters, "matches": matches, "posts": posts}
 
 
 def image_summary(rec: ImageRecord) -> dict[str, Any]:

@@ -48,6 +48,9 @@ class ServerLinks:
     def static(self, name: str) -> str:
         return f"/static/{name}"
 
+    def timeline(self, cluster_id: int) -> str | None:
+        return f"/cluster/{cluster_id}/timeline.svg"
+
     def export(self, name: str) -> str | None:
         return f"/{name}"
 
@@ -86,6 +89,9 @@ class ReportLinks(ServerLinks):
 
     def static(self, name: str) -> str:
         return f"{self.up}static/{name}"
+
+    def timeline(self, cluster_id: int) -> str | None:
+        return None
 
     def export(self, name: str) -> str | None:
         return None

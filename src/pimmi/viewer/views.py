@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from pimmi import thumbnails
+from pimmi.timeline import timeline_svg
 from pimmi.viewer import model
 from pimmi.viewer.pages import ServerLinks, page_of, render
 from pimmi.workspace import ImageRecord
@@ -169,6 +170,24 @@ def cluster_graph_file(request: Request) -> Response:
     return Response(
         text, media_type="application/xml", headers={"Content-Disposition": f'attachment; filename="{name}"'}
     )
+
+
+def cluster_timeline(request: Request) -> Response:
+    """Posts per day of the cluster's images (matplotlib), stacked by image."""
+    cluster_id = _id(request, "cluster_id")
+    viewer = _viewer(request)
+    snap = viewer.snapshot()
+    c = snap.cluster(cluster_id)
+    if c is None:
+        raise HTTPException(404, f"no cluster {cluster_id}")
+    try:
+        with viewer.catalogue() as ws:
+            svg = timeline_svg(ws, snap.rows, cluster_id, None)
+    except ImportError:
+        raise HTTPException(404, "timelines need matplotlib: pip install 'pimmi[plots]'") from None
+    if svg is None:
+        raise HTTPException(404, f"cluster {cluster_id} has no posts")
+    return Response(svg, media_type="image/svg+xml")
 
 
 def cluster_zip(request: Request) -> Response:
