@@ -97,19 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("index_dir")
     c.add_argument("query_csv", nargs="?", help="query CSV, glob or template (default: matches in the workspace)")
     c.add_argument("-o", "--output", help="CSV file to write (default: stdout)")
-    c.add_argument(
-        "--algo",
-        dest="setting_algo",
-        default=argparse.SUPPRESS,
-        help="parts (default), components, louvain or leiden",
-    )
-    c.add_argument(
-        "--nb-match-ransac",
-        dest="setting_nb_match_ransac",
-        default=argparse.SUPPRESS,
-        help="least inliers for an edge",
-    )
-    _config_option(c)
+    _clusters_options(c, clusters_file=False)
 
     c = sub.add_parser("viz", help="write the JSON graph that PIMMI's viewer reads")
     c.add_argument("index_dir")

@@ -19,6 +19,7 @@ import numpy as np
 
 from pimmi.clusters import Box, ClusterRow, PartClusterRow, read_clusters_csv, workspace_clusters
 from pimmi.posts import has_posts, post_rows, posts_of, to_iso
+from pimmi.provenance import WHOLE_FRAME, frame_share
 from pimmi.settings import Settings
 from pimmi.sift import mirror, rootsift
 from pimmi.verify import one_to_one
@@ -299,22 +300,6 @@ def transform_words(T: np.ndarray, ra: ImageRecord, rb: ImageRecord) -> str:
             text + f"; A is a part of B: A fills {shown_b:.0%} of B (the rest is a border, a caption, other pictures)"
         )
     return text + f"; each holds a part of the other: B shows {shown_a:.0%} of A, A fills {shown_b:.0%} of B"
-
-
-WHOLE_FRAME = 0.9  # a frame covering this share of the other image counts as all of it
-
-
-def frame_share(T: np.ndarray, src: ImageRecord, dst: ImageRecord) -> float:
-    """The share of ``dst``'s frame covered by ``src``'s frame carried by ``T`` (``src`` pixel -> ``dst`` pixel)."""
-    w, h = float(src.width or 1), float(src.height or 1)
-    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64) @ T[:, :2].T + T[:, 2]
-    (ax, ay), (bx, by) = corners[1] - corners[0], corners[2] - corners[1]
-    if ax * by - ay * bx < 0:
-        corners = corners[::-1]  # mirrored: the polygon turns the other way
-    W, H = float(dst.width or 1), float(dst.height or 1)
-    frame = np.array([[0, 0], [W, 0], [W, H], [0, H]], np.float32)
-    area, _ = cv2.intersectConvexConvex(corners.astype(np.float32), frame)
-    return float(min(1.0, max(0.0, area) / (W * H)))
 
 
 def overlay(ra: ImageRecord, rb: ImageRecord, T: np.ndarray, image_a, image_b) -> np.ndarray:
