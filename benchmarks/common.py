@@ -105,6 +105,19 @@ def score(truth: Path, clusters: Path) -> dict:
     return json.loads(js.read_text())
 
 
+def score_provenance(truth: Path, clusters: Path, provenance: Path) -> dict:
+    js = provenance.with_suffix(".score.json")
+    subprocess.run(
+        [sys.executable, str(BENCH_KIT / "score.py"), str(truth), str(clusters), "--provenance", str(provenance),
+         "--json", str(js)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    out = json.loads(js.read_text())
+    js.unlink()
+    return out
+
+
 def print_table(rows: list[dict], columns: list[str]) -> None:
     widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
     print(" | ".join(c.ljust(widths[c]) for c in columns))

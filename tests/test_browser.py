@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx2
@@ -103,6 +104,16 @@ def test_clusters_page_then_a_cluster_and_its_graph(served, browser, shots):
     extent = browser.execute_script("var b = window.pimmiGraph.elements().renderedBoundingBox(); return [b.w, b.h]")
     assert extent[0] > 200 and extent[1] > 200
     browser.save_screenshot(str(shots / "cluster.png"))
+    # the derivation tree: one arrow into every image but the likely original
+    browser.find_element(By.ID, "show-tree").click()
+    wait(browser, lambda d: d.execute_script("return !!window.pimmiTree"), timeout=60)
+    arrows = browser.execute_script("return window.pimmiGraph.edges('.derivation').length")
+    assert arrows == nodes - 1
+    assert browser.execute_script("return window.pimmiGraph.nodes('.root').length") == 1
+    time.sleep(0.5)  # thumbnails drawn in the nodes
+    browser.save_screenshot(str(shots / "cluster-tree.png"))
+    browser.find_element(By.ID, "show-tree").click()
+    assert browser.execute_script("return window.pimmiGraph.edges('.derivation').length") == 0
     # a click on a node opens its image
     first = api["nodes"][0]["id"]
     browser.execute_script(f"window.pimmiGraph.getElementById('{first}').emit('tap')")

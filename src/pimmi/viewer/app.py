@@ -91,6 +91,7 @@ def create_app(viewer: Viewer, hosts: Sequence[str] = ("127.0.0.1",)) -> Starlet
         Route("/export/clusters.csv", views.clusters_csv),
         Route("/cluster/{cluster_id}", views.cluster_html),
         Route("/api/cluster/{cluster_id}", views.cluster_json),
+        Route("/api/cluster/{cluster_id}/derivation", views.cluster_derivation),
         Route("/cluster/{cluster_id}/images.zip", views.cluster_zip),
         Route("/cluster/{cluster_id}/timeline.svg", views.cluster_timeline),
         Route("/cluster/{cluster_id}/graph.{fmt}", views.cluster_graph_file),

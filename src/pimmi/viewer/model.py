@@ -19,7 +19,7 @@ import numpy as np
 
 from pimmi.clusters import Box, ClusterRow, PartClusterRow, read_clusters_csv, workspace_clusters
 from pimmi.posts import has_posts, post_rows, posts_of, to_iso
-from pimmi.provenance import WHOLE_FRAME, frame_share
+from pimmi.provenance import WHOLE_FRAME, frame_share, overlay, provenance  # noqa: F401 (overlay: the views')
 from pimmi.settings import Settings
 from pimmi.sift import mirror, rootsift
 from pimmi.verify import one_to_one
@@ -220,6 +220,33 @@ def layout(nodes: list[int], edges: list[tuple[int, int]]) -> dict[int, tuple[fl
     return {v: (round(float(x), 1), round(float(y), 1)) for v, (x, y) in zip(nodes, coords)}
 
 
+def derivation(ws: Workspace, snap: Snapshot, cluster_id: int, settings: Settings) -> list[dict[str, Any]] | None:
+    """The cluster's derivation tree: each member's most likely parent in it (``pimmi provenance``'s)."""
+    if snap.cluster(cluster_id) is None:
+        return None
+    return tree_of(provenance(ws, settings, rows=snap.rows, cluster=cluster_id), snap.cluster(cluster_id))
+
+
+def tree_of(rows: list, c: Cluster) -> list[dict[str, Any]]:
+    """A cluster's members with their parent in it, from ``pimmi provenance``'s rows."""
+    inside = set(c.images)
+    out = []
+    for r in rows:
+        if r.image_id not in inside:
+            continue
+        parents = [int(x) for x in r.parent_ids.split(";") if x and int(x) in inside]
+        out.append(
+            {
+                "id": r.image_id,
+                "path": r.path,
+                "parent": parents[0] if parents else None,
+                "relation": r.relation if parents else "",
+                "confidence": r.confidence,
+            }
+        )
+    return out
+
+
 # -- a pair page
 def pair_page(ws: Workspace, snap: Snapshot, a: int, b: int, settings: Settings) -> dict[str, Any] | None:
     """Why ``a`` and ``b`` matched: the regions, the inlier correspondences, the transform in words."""
@@ -300,18 +327,6 @@ def transform_words(T: np.ndarray, ra: ImageRecord, rb: ImageRecord) -> str:
             text + f"; A is a part of B: A fills {shown_b:.0%} of B (the rest is a border, a caption, other pictures)"
         )
     return text + f"; each holds a part of the other: B shows {shown_a:.0%} of A, A fills {shown_b:.0%} of B"
-
-
-def overlay(ra: ImageRecord, rb: ImageRecord, T: np.ndarray, image_a, image_b) -> np.ndarray:
-    """``b`` warped into ``a``'s frame by the match's transform, at the size of ``image_a`` (RGB arrays of
-    both images at display size): laid over ``a``, a copy lines up with it."""
-    ha, wa = image_a.shape[:2]
-    sa = (ra.width or wa) / wa  # original pixels per display pixel
-    sb = (rb.width or image_b.shape[1]) / image_b.shape[1]
-    to_b = np.diag([1 / sb, 1 / sb, 1.0]) @ np.vstack([T, [0, 0, 1]]) @ np.diag([sa, sa, 1.0])
-    return cv2.warpAffine(
-        image_b, to_b[:2], (wa, ha), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=(0, 0, 0)
-    )
 
 
 def pair_transform(ws: Workspace, a: int, b: int) -> np.ndarray | None:

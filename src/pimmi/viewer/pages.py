@@ -51,6 +51,9 @@ class ServerLinks:
     def timeline(self, cluster_id: int) -> str | None:
         return f"/cluster/{cluster_id}/timeline.svg"
 
+    def derivation(self, cluster_id: int) -> str | None:
+        return f"/api/cluster/{cluster_id}/derivation"
+
     def export(self, name: str) -> str | None:
         return f"/{name}"
 
@@ -92,6 +95,9 @@ class ReportLinks(ServerLinks):
 
     def timeline(self, cluster_id: int) -> str | None:
         return None
+
+    def derivation(self, cluster_id: int) -> str | None:
+        return None  # the report embeds the tree in the page
 
     def export(self, name: str) -> str | None:
         return None

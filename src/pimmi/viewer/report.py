@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pimmi import thumbnails
 from pimmi.progress import bar
+from pimmi.provenance import provenance
 from pimmi.settings import Settings
 from pimmi.viewer import model
 from pimmi.viewer.pages import STATIC, ReportLinks, page_of, render
@@ -74,6 +75,7 @@ def _write(ws: Workspace, out: Path, settings: Settings, clusters_csv, name: str
         )
         (out / links.clusters_page(page)).write_text(text)
     links = ReportLinks(1)
+    derived = provenance(ws, settings, rows=snap.rows)
     images: set[int] = set()
     pairs: set[tuple[int, int]] = set()
     with bar(len(found), "report: clusters", progress) as pbar:
@@ -87,6 +89,7 @@ def _write(ws: Workspace, out: Path, settings: Settings, clusters_csv, name: str
                 members=page["members"],
                 nodes=page["nodes"],
                 edges=page["edges"],
+                tree=model.tree_of(derived, c),
             )
             (out / "cluster" / f"{c.cluster_id}.html").write_text(text)
             images.update(c.images)

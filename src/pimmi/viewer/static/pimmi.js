@@ -53,6 +53,57 @@
       window.location.href = data.pair_url.replace("__A__", e.data("source")).replace("__B__", e.data("target"));
     });
     window.pimmiGraph = cy; // for scripts and tests: the graph object
+    treeToggle(cy, data);
+  }
+
+  // The derivation tree (pimmi provenance): parent -> child arrows, laid out from the likely original down.
+  function treeToggle(cy, data) {
+    var button = document.getElementById("show-tree");
+    if (!button) return;
+    var saved = null;
+    button.addEventListener("click", function () {
+      if (saved) {
+        cy.remove("edge.derivation");
+        cy.edges().style("display", "element");
+        cy.nodes().removeStyle("background-image background-fit shape width height");
+        cy.nodes().removeClass("root");
+        cy.nodes().forEach(function (n) { n.position(saved[n.id()]); });
+        cy.fit(undefined, 30);
+        saved = null;
+        button.textContent = "derivation tree";
+        return;
+      }
+      button.disabled = true;
+      button.textContent = "computing…";
+      var got = data.tree ? Promise.resolve(data.tree) : fetch(data.tree_url).then(function (r) { return r.json(); });
+      got.then(function (tree) {
+        saved = {};
+        cy.nodes().forEach(function (n) { saved[n.id()] = Object.assign({}, n.position()); });
+        cy.edges().style("display", "none");
+        var roots = [];
+        tree.forEach(function (t) {
+          if (t.parent === null) { roots.push("#" + t.id); return; }
+          cy.add({ group: "edges", classes: "derivation",
+                   data: { id: "d" + t.id, source: String(t.parent), target: String(t.id), relation: t.relation } });
+        });
+        cy.style().selector("edge.derivation").style({ "curve-style": "bezier", "target-arrow-shape": "triangle",
+          "line-color": "#444", "target-arrow-color": "#444", width: 1.5, label: "data(relation)", "font-size": 9,
+          color: "#666", "text-rotation": "autorotate" }).update();
+        cy.nodes().filter(function (n) { return roots.indexOf("#" + n.id()) >= 0; }).addClass("root");
+        cy.style().selector("node.root").style({ "border-color": "#111", "border-width": 3, width: 20, height: 20 }).update();
+        if (cy.nodes().length <= 300) {  // small enough to draw each image as its thumbnail
+          cy.nodes().forEach(function (n) {
+            n.style({ "background-image": data.thumb_url.replace("__ID__", n.id()), "background-fit": "cover",
+                      shape: "round-rectangle", width: 44, height: 44 });
+          });
+        }
+        cy.elements("node, edge.derivation").layout({ name: "breadthfirst", directed: true, roots: roots.join(","),
+          spacingFactor: 1.1, padding: 30 }).run();
+        window.pimmiTree = tree;
+        button.disabled = false;
+        button.textContent = "similarity graph";
+      }, function () { button.disabled = false; button.textContent = "derivation tree (failed)"; });
+    });
   }
 
   function post(url, body) {
