@@ -10,7 +10,7 @@ THREADS ?= 2
 
 PORT ?= 8765
 
-.PHONY: demo serve report test lint clean
+.PHONY: demo serve report test lint docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ serve: $(VENV)/.installed-demo
 
 report: $(VENV)/.installed-demo
 	$(BIN)/pimmi report $(DEMO)/workspace -o $(DEMO)/report
+
+docs: $(VENV)/.installed-test
+	$(BIN)/python -m pimmi.cli reference > docs/cli.md
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

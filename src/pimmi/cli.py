@@ -229,6 +229,50 @@ def _query_columns() -> list[str]:
     return csv_columns()
 
 
+def cli_reference() -> str:
+    """The command-line reference in Markdown, from the parser itself (docs/cli.md; a test keeps them equal)."""
+    parser = build_parser()
+    lines = [
+        "# Command-line reference",
+        "",
+        "Generated from the parser by `make docs` (`python -m pimmi.cli reference`, Python "
+        f"{sys.version_info.major}.{sys.version_info.minor}'s argparse); a test fails when it drifts.",
+        "",
+        "```",
+        _plain_help(parser),
+        "```",
+        "",
+        "Every setting is also a global option, placed before the command (`pimmi config-params` lists them with",
+        "their defaults and help; so does the last section here).",
+        "",
+    ]
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
+        lines += [f"## pimmi {name}", "", "```", _plain_help(command), "```", ""]
+    lines += ["# Settings", ""]
+    defaults = Settings()
+    for f in setting_fields():
+        default = "the number of CPUs" if f.name == "nb_threads" else f"`{getattr(defaults, f.name)!r}`"
+        lines.append(f"- `--{option_name(f.name)}` (default {default}): {f.metadata['help']}")
+    lines.append("")
+    for name, values in sorted(PRESETS.items()):
+        lines.append(f"- `--preset {name}`: " + " ".join(f"`--{option_name(k)} {v}`" for k, v in values.items()))
+    return "\n".join(lines) + "\n"
+
+
+def _plain_help(parser: argparse.ArgumentParser) -> str:
+    """Help at a fixed width, whatever the terminal (the reference must not depend on it)."""
+    old = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"
+    try:
+        return parser.format_help().rstrip()
+    finally:
+        if old is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = old
+
+
 def resolve_settings(args: argparse.Namespace, workspace_dir: str | None = None) -> Settings:
     """The settings of this command; with ``workspace_dir``, those it was built with are the defaults, so
     that a workspace filled with other extraction settings needs them given only once."""
@@ -590,3 +634,7 @@ def _atomic_write_text(path: str, text: str) -> None:
 
 def run() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["reference"]:
+    sys.stdout.write(cli_reference())

@@ -102,29 +102,16 @@ def fill(
         ws.bind_feature_settings(settings.feature_settings())
         ws.remove_stray_index_files()
         run_id = ws.start_run("fill", settings.to_dict())
-        t0 = time.perf_counter()
-        paths = list_images(image_dir)
-        if nb_img:
-            paths = paths[:nb_img]
-        report.listed = len(paths)
-        root = ws.root_id(image_dir)
-        ws.register(root, paths)
-        report.seconds["list"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        _digest_new(ws, root, settings.nb_threads, progress)
-        report.duplicates = ws.mark_duplicates()
-        report.seconds["hash"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
         owned = executor is None
         executor = executor or local_executor(settings.nb_threads)
         try:
-            report.extracted = extract_pending(ws, root, settings, executor, progress)
+            added = add_images(ws, image_dir, settings, executor, nb_img, progress)
         finally:
             if owned:
                 executor.close()
-        report.seconds["extract"] = time.perf_counter() - t0
+        root, paths = added.root, added.paths
+        report.listed, report.duplicates, report.extracted = len(paths), added.duplicates, added.extracted
+        report.seconds.update(added.seconds)
 
         t0 = time.perf_counter()
         update_index(ws, settings, progress)
@@ -143,6 +130,40 @@ def fill(
             run_id, {k: v for k, v in report.__dict__.items() if k != "errors"} | {"errors": len(report.errors)}
         )
     return report
+
+
+@dataclass
+class Added:
+    """What ``add_images`` did."""
+
+    root: int  # the image folder's id in the catalogue
+    paths: list[str]  # the images listed, sorted
+    duplicates: int  # exact duplicates found among the new images
+    extracted: int
+    seconds: dict[str, float]  # list, hash, extract
+
+
+def add_images(
+    ws: Workspace,
+    image_dir: str | Path,
+    settings: Settings,
+    executor: Executor,
+    nb_img: int | None = None,
+    progress: bool = True,
+) -> Added:
+    """List the images under ``image_dir`` (the first ``nb_img``), register those the catalogue lacks, hash
+    them, mark exact duplicates and extract the pending ones: the stage ``fill`` and ``query`` share."""
+    t0 = time.perf_counter()
+    paths = list_images(image_dir)[: nb_img or None]
+    root = ws.root_id(image_dir)
+    ws.register(root, paths)
+    t1 = time.perf_counter()
+    _digest_new(ws, root, settings.nb_threads, progress)
+    duplicates = ws.mark_duplicates()
+    t2 = time.perf_counter()
+    extracted = extract_pending(ws, root, settings, executor, progress)
+    seconds = {"list": t1 - t0, "hash": t2 - t1, "extract": time.perf_counter() - t2}
+    return Added(root, paths, duplicates, extracted, seconds)
 
 
 def _digest_new(ws: Workspace, root: int, threads: int, progress: bool) -> None:

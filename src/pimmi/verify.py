@@ -1,4 +1,6 @@
-"""Geometric verification of a candidate pair: one-to-one correspondences, then RANSAC."""
+"""Geometric verification of a candidate pair: one-to-one correspondences, RANSAC, then the rules a copy must
+meet (the region, overlap and pattern rules); `check_pair` applies them all (query runs it, in its workers
+beyond 2)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from pimmi.settings import Settings
+from pimmi.workspace import ImageRecord
 
 
 @dataclass(frozen=True)
@@ -120,3 +125,116 @@ def binomial_cdf(k: int, n: int, p: float) -> float:
     if p >= 1.0:
         return 1.0 if k >= n else 0.0
     return min(1.0, sum(math.comb(n, i) * p**i * (1.0 - p) ** (n - i) for i in range(k + 1)))
+
+
+# -- a candidate pair, checked by every rule: what query's workers run
+@dataclass(frozen=True)
+class PairJob:
+    """A candidate pair to verify, with what verification needs: picklable, for the workers."""
+
+    query: ImageRecord
+    result: ImageRecord
+    mirrored: bool
+    q_xy: np.ndarray  # every keypoint of the query, scaled pixels, unmirrored
+    q_repeated: np.ndarray
+    r_xy: np.ndarray  # every keypoint of the result
+    r_repeated: np.ndarray
+    q_kp: np.ndarray  # the correspondences: query keypoint, result keypoint, squared distance
+    r_kp: np.ndarray
+    dist: np.ndarray
+
+
+def check_pairs(work: tuple[Settings, list[PairJob]]) -> list[tuple[PairResult | None, str]]:
+    s, jobs = work
+    return [check_pair(j, s) for j in jobs]
+
+
+def check_pair(job: PairJob, s: Settings) -> tuple[PairResult | None, str]:
+    """Verify one candidate pair: its transform and regions when it is a copy, and the outcome's name
+    ("verified", "no_model", or the ``query.QueryStats`` counter of the rule that refused it)."""
+    rec, r = job.query, job.result
+    sel = one_to_one(job.q_kp, job.r_kp, job.dist)
+    q_kp, r_kp = job.q_kp[sel], job.r_kp[sel]  # the one-to-one correspondences from here on
+    q_all = job.q_xy
+    if job.mirrored:  # the query's points as the mirrored descriptors see them
+        q_all = np.column_stack([_scaled_width(rec) - q_all[:, 0], q_all[:, 1]])
+    q_pts, r_pts = q_all[q_kp], job.r_xy[r_kp]
+    v = verify(q_pts, r_pts, s.query_ransac_reproj_threshold, s.query_match_nb_ransac_threshold)
+    if v is None:
+        return None, "no_model"
+    q_in = job.q_xy[q_kp[v.inliers]]  # unmirrored: the region as it lies in the query image
+    q_side, q_area = _region(q_in, rec)
+    r_side, r_area = _region(r_pts[v.inliers], r)
+    if max(q_side, r_side) < s.query_min_region_side or max(q_area, r_area) < s.query_min_region_area:
+        return None, "small_region"
+    if _detail_only(q_all, q_pts[v.inliers], job.r_xy, r_pts[v.inliers], v.transform, rec, r, s):
+        return None, "detail_only"
+    q_rep, r_rep = job.q_repeated[q_kp[v.inliers]], job.r_repeated[r_kp[v.inliers]]
+    q_share, r_share = float(job.q_repeated.mean()), float(job.r_repeated.mean())
+    if rests_on_patterns(q_rep, r_rep, q_share, r_share, s.query_match_nb_ransac_threshold, s.query_pattern_alpha):
+        return None, "pattern_only"
+    pair = PairResult(
+        rec.id,
+        v.nb_correspondences,
+        v.nb_inliers,
+        _to_original(v.transform, rec, r, job.mirrored),
+        bounding_box(q_in * rec.scale),
+        bounding_box(r_pts[v.inliers] * r.scale),
+    )
+    return pair, "verified"
+
+
+def _detail_only(q_all, q_in, r_all, r_in, transform: np.ndarray, q: ImageRecord, r: ImageRecord, s: Settings) -> bool:
+    """Whether, in both images, the matched region holds few of the keypoints where the images overlap.
+
+    Points are in scaled pixels, the query's mirrored when the match is (as ``transform`` expects).
+    """
+    share = s.query_min_overlap_share
+    if share <= 0 or overlap_share(q_all, q_in, transform, _scaled_size(r)) >= share:
+        return False
+    back = cv2.invertAffineTransform(transform)
+    return overlap_share(r_all, r_in, back, _scaled_size(q)) < share
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """A verified pair as seen from ``query_id``: transform (3x3, original pixels) and matched regions."""
+
+    query_id: int
+    nb_total: int
+    nb_inliers: int
+    transform: np.ndarray
+    query_box: tuple[float, float, float, float]
+    result_box: tuple[float, float, float, float]
+
+    def towards(self, query_id: int) -> PairResult:
+        if query_id == self.query_id:
+            return self
+        return PairResult(
+            query_id, self.nb_total, self.nb_inliers, np.linalg.inv(self.transform), self.result_box, self.query_box
+        )
+
+
+def _region(points: np.ndarray, rec: ImageRecord) -> tuple[float, float]:
+    """The matched region's smaller side and its area, as fractions of the image's (scaled pixels)."""
+    w, h = (rec.width or 1) / (rec.scale or 1.0), (rec.height or 1) / (rec.scale or 1.0)
+    span = np.ptp(points, axis=0)
+    return float(min(span[0] / w, span[1] / h)), float(span[0] * span[1] / (w * h))
+
+
+def _scaled_size(rec: ImageRecord) -> tuple[float, float]:
+    return _scaled_width(rec), (rec.height or 0) / (rec.scale or 1.0)
+
+
+def _scaled_width(rec: ImageRecord) -> float:
+    return (rec.width or 0) / (rec.scale or 1.0)
+
+
+def _to_original(M: np.ndarray, q: ImageRecord, r: ImageRecord, mirrored: bool) -> np.ndarray:
+    """The transform in original pixels: query pixel -> result pixel, mirroring included."""
+    qs, rs = q.scale or 1.0, r.scale or 1.0
+    to_scaled = np.diag([1 / qs, 1 / qs, 1.0])
+    if mirrored:
+        to_scaled = np.array([[-1.0, 0, _scaled_width(q)], [0, 1, 0], [0, 0, 1]]) @ to_scaled
+    full = np.diag([rs, rs, 1.0]) @ np.vstack([M, [0, 0, 1]]) @ to_scaled
+    return full
