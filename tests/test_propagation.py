@@ -140,6 +140,11 @@ def test_viewer_shows_posts(chains):
     image = c.get(f"/api/image/{first['representative']}").json()
     assert image["posts"] and all(p["date"] >= first["first_date"] for p in image["posts"])
     assert 'id="posts"' in c.get(f"/image/{first['representative']}").text
+    # the search reads the posts' texts (and accounts) too: this text is one post's
+    text = image["posts"][0]["text"]
+    found = c.get("/api/clusters", params={"q": text.upper()}).json()
+    ids = [x["cluster_id"] for x in found]
+    assert first["cluster_id"] in ids and len(ids) <= 2  # a post may carry images of two clusters
 
 
 # -- bad posts files

@@ -280,5 +280,21 @@ def post_rows(ws: Workspace, image_ids: list[int]) -> list[tuple[int, int, float
     return out
 
 
+def post_words(ws: Workspace, image_ids: list[int]) -> str:
+    """The accounts and texts of the posts of ``image_ids``, lower-cased: what the viewer's search reads."""
+    words = set()
+    ids = sorted(set(image_ids))
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        for account, text in ws.db.execute(
+            "SELECT DISTINCT p.account, p.text FROM post_images pi JOIN posts p ON p.id = pi.post "
+            f"WHERE pi.image_id IN ({marks})",
+            chunk,
+        ):
+            words.add(f"{account or ''}\n{text or ''}".lower())
+    return "\n".join(sorted(words))
+
+
 def to_iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

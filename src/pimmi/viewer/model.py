@@ -18,7 +18,7 @@ import igraph as ig
 import numpy as np
 
 from pimmi.clusters import Box, ClusterRow, PartClusterRow, read_clusters_csv, workspace_clusters
-from pimmi.posts import has_posts, post_rows, posts_of, to_iso
+from pimmi.posts import has_posts, post_rows, post_words, posts_of, to_iso
 from pimmi.provenance import WHOLE_FRAME, frame_share, overlay, provenance  # noqa: F401 (overlay: the views')
 from pimmi.settings import Settings
 from pimmi.sift import mirror, rootsift
@@ -50,6 +50,7 @@ class Cluster:
     nb_posts: int = 0
     first_date: float | None = None  # first and last post of its images (Unix seconds), with posts
     last_date: float | None = None
+    post_words: str = ""  # its posts' accounts and texts, lower-cased, for the search
 
     @property
     def size(self) -> int:
@@ -114,7 +115,8 @@ def _with_posts(c: Cluster, ws: Workspace) -> Cluster:
     if not posts:
         return c
     dates = [d for _, d in posts]
-    return replace(c, nb_posts=len(posts), first_date=min(dates), last_date=max(dates))
+    words = post_words(ws, c.images)
+    return replace(c, nb_posts=len(posts), first_date=min(dates), last_date=max(dates), post_words=words)
 
 
 def snapshot_of(
@@ -152,7 +154,8 @@ def select_clusters(
     snap: Snapshot, sort: str = "size", min_size: int = 2, kind: str = "any", q: str = "", reviewed: str = "any"
 ) -> list[Cluster]:
     """The clusters a user asked for: at least ``min_size`` images, of a ``kind`` (any, whole: only whole
-    copies, parts: holding parts), whose paths contain ``q`` (case-insensitive), reviewed or not."""
+    copies, parts: holding parts), whose paths or posts (accounts, texts) contain ``q`` (case-insensitive),
+    reviewed or not."""
     for name, value, allowed in (("sort", sort, SORTS), ("kind", kind, KINDS), ("reviewed", reviewed, REVIEWED)):
         if value not in allowed:
             raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
@@ -163,7 +166,7 @@ def select_clusters(
             continue
         if reviewed == "checked" and c.review != "checked" or reviewed == "unchecked" and c.review == "checked":
             continue
-        if needle and not any(needle in m.path.lower() for m in c.members):
+        if needle and not any(needle in m.path.lower() for m in c.members) and needle not in c.post_words:
             continue
         out.append(c)
     keys = {

@@ -90,6 +90,7 @@ def clusters_html(request: Request) -> HTMLResponse:
         pages=pages,
         f=f,
         query=query,
+        has_posts=snap.has_posts,
     )
 
 
