@@ -133,15 +133,20 @@ def clusters_csv(request: Request) -> Response:
 
 
 # -- one cluster
-def _cluster_page(request: Request) -> dict[str, Any]:
-    cluster_id = _id(request, "cluster_id")
+def _built(request: Request, build, missing: str) -> Any:
+    """``build(catalogue, snapshot, viewer)`` under the catalogue's lock; 404 saying ``missing`` for None."""
     viewer = _viewer(request)
     snap = viewer.snapshot()
     with viewer.catalogue() as ws:
-        page = model.cluster_page(ws, snap, cluster_id)
+        page = build(ws, snap, viewer)
     if page is None:
-        raise HTTPException(404, f"no cluster {cluster_id}")
+        raise HTTPException(404, missing)
     return page
+
+
+def _cluster_page(request: Request) -> dict[str, Any]:
+    cluster_id = _id(request, "cluster_id")
+    return _built(request, lambda ws, snap, v: model.cluster_page(ws, snap, cluster_id), f"no cluster {cluster_id}")
 
 
 def cluster_html(request: Request) -> HTMLResponse:
@@ -165,13 +170,8 @@ def cluster_derivation(request: Request) -> JSONResponse:
     """The cluster's derivation tree: [{id, path, parent, relation, confidence}], the likely original's parent
     null. Computed on demand (the cues read the images: ~10 ms each)."""
     cluster_id = _id(request, "cluster_id")
-    viewer = _viewer(request)
-    snap = viewer.snapshot()
-    with viewer.catalogue() as ws:
-        tree = model.derivation(ws, snap, cluster_id, viewer.settings)
-    if tree is None:
-        raise HTTPException(404, f"no cluster {cluster_id}")
-    return JSONResponse(tree)
+    build = lambda ws, snap, v: model.derivation(ws, snap, cluster_id, v.settings)  # noqa: E731
+    return JSONResponse(_built(request, build, f"no cluster {cluster_id}"))
 
 
 def cluster_graph_file(request: Request) -> Response:
@@ -229,13 +229,8 @@ def cluster_zip(request: Request) -> Response:
 # -- a pair
 def _pair_page(request: Request) -> dict[str, Any]:
     a, b = _id(request, "a"), _id(request, "b")
-    viewer = _viewer(request)
-    snap = viewer.snapshot()
-    with viewer.catalogue() as ws:
-        page = model.pair_page(ws, snap, a, b, viewer.settings)
-    if page is None:
-        raise HTTPException(404, f"no verified match between images {a} and {b}")
-    return page
+    missing = f"no verified match between images {a} and {b}"
+    return _built(request, lambda ws, snap, v: model.pair_page(ws, snap, a, b, v.settings), missing)
 
 
 def pair_html(request: Request) -> HTMLResponse:
@@ -274,13 +269,8 @@ def _pixels(viewer, rec: ImageRecord) -> np.ndarray | None:
 # -- an image
 def _image_page(request: Request) -> dict[str, Any]:
     image_id = _id(request, "image_id")
-    viewer = _viewer(request)
-    snap = viewer.snapshot()
-    with viewer.catalogue() as ws:
-        page = model.image_page(ws, snap, image_id)
-    if page is None:
-        raise HTTPException(404, f"no image {image_id} in the catalogue")
-    return page
+    missing = f"no image {image_id} in the catalogue"
+    return _built(request, lambda ws, snap, v: model.image_page(ws, snap, image_id), missing)
 
 
 def image_html(request: Request) -> HTMLResponse:
