@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import copy_tree, run
+from pimmi import cli
 from pimmi.demo import build_corpus, sample_photo
 from pimmi.settings import PRESETS
 from pimmi.workspace import SCHEMA_VERSION, Workspace
@@ -229,3 +231,31 @@ def test_fast_preset_is_remembered_by_the_workspace_and_finds_copies(small_corpu
         assert len({cluster.get(f"{name}/{p.name}") for p in (images / name).iterdir()} - {None}) == 1
         assert sum(f"{name}/{p.name}" in cluster for p in (images / name).iterdir()) == 5
     assert not [p for p in cluster if p.startswith("other/")]  # the distractors joined nothing
+
+
+def test_hostile_folders_give_reported_skips(small_corpus, tmp_path, capsys):
+    """A FIFO named like an image, a link loop, a link to a folder, a damaged catalogue: each a reported
+    skip or a one-line error, never a hang, a stop or 40 levels of the same folder."""
+    import os
+
+    images = tmp_path / "images"
+    shutil.copytree(small_corpus / "images" / "coffee", images / "coffee")
+    os.mkfifo(images / "coffee" / "pipe.jpg")
+    (images / "loop").symlink_to(images)  # loop -> the folder itself
+    (images / "again").symlink_to(images / "coffee")  # a second way into one folder
+    ws = tmp_path / "ws"
+    capsys.readouterr()
+    assert cli.main(["--nb-threads", "2", "fill", str(images), str(ws)]) == 0
+    err = capsys.readouterr().err
+    assert "skipped coffee/pipe.jpg: not a regular file (a FIFO)" in err
+    with Workspace(ws, create=False) as w:
+        paths = [r.path for r in w.images()]
+    assert not any(p.startswith(("loop/", "again/")) for p in paths)  # each real folder walked once
+    assert len(paths) == len(list((small_corpus / "images" / "coffee").iterdir())) + 1
+    # a catalogue that is not a database: one line saying what to do
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "pimmi.sqlite").write_bytes(b"this is not a database" * 100)
+    assert cli.main(["clusters", str(damaged)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is damaged (file is not a database)" in err[0] and "pimmi fill" in err[0]

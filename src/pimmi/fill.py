@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -70,9 +71,24 @@ def extract_image(job: ExtractJob) -> ExtractResult:
 def _stat_and_digest(path: str) -> tuple[int, float, str | None, str | None]:
     try:
         st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read forever, a device never end
+            return 0, 0.0, None, f"not a regular file ({_file_kind(st.st_mode)})"
         return st.st_size, st.st_mtime, file_digest(path), None
     except OSError as e:
         return 0, 0.0, None, f"cannot read file ({e.strerror})"
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
 
 
 def erase_workspace(directory: str | Path) -> None:

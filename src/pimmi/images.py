@@ -39,13 +39,21 @@ def image_extensions() -> set[str]:
 def list_images(root: str | Path) -> list[str]:
     """Paths of image files under ``root``, relative to it (POSIX separators), sorted.
 
-    Extensions are matched case-insensitively; hidden files and folders are skipped.
+    Extensions are matched case-insensitively; hidden files and folders are skipped; links to files are
+    followed, and each real folder is walked once (a link loop is not walked round).
     """
     root = str(root)
     exts = image_extensions()
     found = []
+    real_root = os.path.realpath(root)
+    seen: set[str] = set()  # real folders walked: each once, whatever the links to it
     for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and _walk_into(os.path.join(folder, d), real_root))
         rel = os.path.relpath(folder, root)
         for name in files:
             if name.startswith(".") or os.path.splitext(name)[1].lower() not in exts:
@@ -54,6 +62,14 @@ def list_images(root: str | Path) -> list[str]:
             found.append(path.replace(os.sep, "/"))
     found.sort()
     return found
+
+
+def _walk_into(path: str, real_root: str) -> bool:
+    """A folder is walked by its own name; a link to a folder only when it leads out of the root (a link
+    within it, a loop among them, reaches folders walked anyway)."""
+    if not os.path.islink(path):
+        return True
+    return os.path.commonpath([real_root, os.path.realpath(path)]) != real_root
 
 
 def file_digest(path: str | Path) -> str:

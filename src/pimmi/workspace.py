@@ -147,9 +147,15 @@ class Workspace:
                 raise WorkspaceError(f"{self.dir} is not a pimmi workspace (no {CATALOGUE}); run 'pimmi fill' first")
             self.dir.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(db, isolation_level=None, timeout=60, check_same_thread=not threads)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise WorkspaceError(
+                f"{db} is damaged ({e}): move it away and run 'pimmi fill' again to rebuild the workspace"
+            ) from None
         version = self.get_meta("schema_version")
         if version is None:
             self.set_meta("schema_version", SCHEMA_VERSION)
