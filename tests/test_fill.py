@@ -259,3 +259,47 @@ def test_hostile_folders_give_reported_skips(small_corpus, tmp_path, capsys):
     assert cli.main(["clusters", str(damaged)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is damaged (file is not a database)" in err[0] and "pimmi fill" in err[0]
+
+
+def test_one_writer_at_a_time(small_corpus, tmp_path):
+    """A second writer is refused at once (status 75, the holder named), or waits with --wait; a writer
+    killed with SIGKILL leaves no lock behind; readers are never refused."""
+    from pimmi.workspace import lock_holder, writer_lock
+
+    images, ws = small_corpus / "images", tmp_path / "ws"
+    assert run(["fill", str(images), str(ws)]) == 0
+    pimmi = [sys.executable, "-m", "pimmi", "--silent"]
+    with writer_lock(ws, "fill"):
+        assert lock_holder(ws).startswith(f"pimmi fill (pid {os.getpid()}, since ")
+        for argv in (
+            ["fill", str(images), str(ws)],
+            ["fill", "--erase", str(images), str(ws)],
+            ["query", str(images), str(ws), "-o", str(tmp_path / "q.csv")],
+        ):
+            t0 = time.monotonic()
+            done = subprocess.run([*pimmi, *argv], capture_output=True, text=True, timeout=120)
+            assert done.returncode == 75, done.stderr
+            assert time.monotonic() - t0 < 30  # at once, not after a time-out
+            err = done.stderr.strip().splitlines()
+            assert len(err) == 1 and f"is being written by pimmi fill (pid {os.getpid()}" in err[0]
+        reader = subprocess.run([*pimmi, "clusters", str(ws)], capture_output=True, text=True, timeout=120)
+        assert reader.returncode == 0  # readers take no lock
+        waiting = subprocess.Popen([*pimmi, "fill", "--wait", str(images), str(ws)])
+        time.sleep(1.0)
+        assert waiting.poll() is None  # it waits for the holder
+    assert waiting.wait(120) == 0  # and runs once the lock is free
+    assert lock_holder(ws) is None
+    with Workspace(ws, create=False) as w:
+        assert w.count("status = 'ok'") > 0  # the erase never ran while the lock was held
+    # a writer killed with SIGKILL: the kernel frees its lock
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pimmi.workspace import writer_lock\n"
+         f"with writer_lock({str(ws)!r}, 'query'):\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    assert lock_holder(ws).startswith(f"pimmi query (pid {holder.pid}")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(10)
+    assert lock_holder(ws) is None
+    assert run(["fill", str(images), str(ws)]) == 0

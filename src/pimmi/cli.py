@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("index_dir", help="the workspace folder (created if needed)")
     c.add_argument("-e", "--erase", action="store_true", help="start over: drop the existing workspace content")
     c.add_argument("-f", "--force", action="store_true", help="accepted for PIMMI compatibility (pimmi never prompts)")
+    c.add_argument("--wait", action="store_true", help="wait for another command writing the workspace to end")
     c.add_argument("-n", "--nb-img", type=int, help="only the first N images (sorted by path)")
     c.add_argument(
         "--index-type",
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--output-template", help="write several CSV files: TEMPLATE1.csv, TEMPLATE2.csv ... (as PIMMI)")
     c.add_argument("--nb-per-split", type=int, default=10000, help="images per pack (the pack_id column)")
     c.add_argument("--nb-per-file", type=int, help="rows per file with --output-template (default: a file per pack)")
+    c.add_argument("--wait", action="store_true", help="wait for another command writing the workspace to end")
     c.add_argument("--simple", action="store_true", help=argparse.SUPPRESS)
     c.add_argument("-n", "--nb-img", type=int, help="only the first N images (sorted by path)")
     _config_option(c)
@@ -144,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="NAME",
             help=f"the column holding the {key.replace('_', ' ')}",
         )
+    c.add_argument("--wait", action="store_true", help="wait for another command writing the workspace to end")
     c.add_argument("--separator", default="|", help="between the media files of one post (default: |)")
 
     c = sub.add_parser(
@@ -308,8 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pimmi: error: {e}", file=sys.stderr)
         return 1
     except Exception as e:
-        from pimmi.workspace import WorkspaceError
+        from pimmi.workspace import WorkspaceBusy, WorkspaceError
 
+        if isinstance(e, WorkspaceBusy):
+            print(f"pimmi: {e}", file=sys.stderr)
+            return 75  # EX_TEMPFAIL: try again later
         if isinstance(e, WorkspaceError):
             print(f"pimmi: error: {e}", file=sys.stderr)
             return 1
@@ -347,17 +353,19 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 def cmd_fill(args: argparse.Namespace) -> int:
     from pimmi.fill import fill
+    from pimmi.workspace import writer_lock
 
-    settings = resolve_settings(args, None if args.erase else args.index_dir)
-    t0 = time.perf_counter()
-    r = fill(
-        args.image_dir,
-        args.index_dir,
-        settings,
-        erase=args.erase,
-        nb_img=args.nb_img,
-        progress=not args.silent,
-    )
+    with writer_lock(args.index_dir, "fill", args.wait):  # before the settings are read: an erase waits too
+        settings = resolve_settings(args, None if args.erase else args.index_dir)
+        t0 = time.perf_counter()
+        r = fill(
+            args.image_dir,
+            args.index_dir,
+            settings,
+            erase=args.erase,
+            nb_img=args.nb_img,
+            progress=not args.silent,
+        )
     for path, reason in r.errors[:MAX_ERRORS_SHOWN]:
         _say(args, f"pimmi: skipped {path}: {reason}")
     if len(r.errors) > MAX_ERRORS_SHOWN:
@@ -377,7 +385,13 @@ def cmd_fill(args: argparse.Namespace) -> int:
 
 def cmd_query(args: argparse.Namespace) -> int:
     from pimmi.query import QueryStats, csv_columns, csv_row, query
+    from pimmi.workspace import writer_lock
 
+    with writer_lock(args.index_dir, "query", args.wait):
+        return _query(args, QueryStats, csv_columns, csv_row, query)
+
+
+def _query(args: argparse.Namespace, QueryStats, csv_columns, csv_row, query) -> int:
     settings = resolve_settings(args, args.index_dir)
     stats = QueryStats()
     t0 = time.perf_counter()
@@ -493,7 +507,11 @@ def cmd_posts(args: argparse.Namespace) -> int:
     from pimmi.posts import import_posts, report_lines
 
     columns = {k[len("column_") :]: v for k, v in vars(args).items() if k.startswith("column_") and v}
-    report = import_posts(args.index_dir, args.posts_csv, columns, args.separator, progress=not args.silent)
+
+    from pimmi.workspace import writer_lock
+
+    with writer_lock(args.index_dir, "posts", args.wait):
+        report = import_posts(args.index_dir, args.posts_csv, columns, args.separator, progress=not args.silent)
     for line in report_lines(report, args.posts_csv):
         _say(args, line)
     return 0

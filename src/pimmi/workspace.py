@@ -111,6 +111,64 @@ class WorkspaceError(Exception):
     pass
 
 
+class WorkspaceBusy(WorkspaceError):
+    """Another process is writing the workspace (the CLI exits with status 75, EX_TEMPFAIL)."""
+
+
+LOCK = "pimmi.lock"
+
+
+@contextmanager
+def writer_lock(directory: str | Path, command: str, wait: bool = False) -> Iterator[None]:
+    """Hold the workspace's one-writer lock while writing it: an OS lock on ``INDEX_DIR/pimmi.lock``, which
+    the kernel releases when the process ends, even killed. A second writer is refused at once, naming the
+    holder (``wait``: it waits instead). Readers take no lock: SQLite's WAL shows them the last commit."""
+    import fcntl
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / LOCK, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock_holder(d) or "another process"
+            if not wait:
+                raise WorkspaceBusy(
+                    f"{d} is being written by {holder}; run this again when it is done, or with --wait"
+                ) from None
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"pid": os.getpid(), "command": command, "started": time.time()}))
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+
+
+def lock_holder(directory: str | Path) -> str | None:
+    """Who holds the workspace's writer lock ("pimmi fill (pid 123, since 2026-12-01 09:30:12)"), or None."""
+    import fcntl
+
+    path = Path(directory) / LOCK
+    if not path.exists():
+        return None
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                info = json.loads(path.read_text() or "{}")
+            except ValueError:
+                info = {}
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
+            return f"pimmi {info.get('command', '?')} (pid {info.get('pid', '?')}, since {since})"
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     id: int
