@@ -25,7 +25,8 @@ def test_cli_reference_is_up_to_date():
 
 def test_every_command_and_setting_is_in_the_reference():
     text = cli_reference()
-    for command in ("fill", "query", "clusters", "posts", "provenance", "timeline", "serve", "report", "viz", "eval"):
+    commands = ("fill", "query", "clusters", "posts", "provenance", "timeline", "serve", "report", "status", "viz")
+    for command in commands:
         assert f"## pimmi {command}\n" in text
     assert "--query-min-region-area" in text and "--preset fast" in text and "--allow-host" in text
 

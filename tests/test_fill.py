@@ -303,3 +303,30 @@ def test_one_writer_at_a_time(small_corpus, tmp_path):
     holder.wait(10)
     assert lock_holder(ws) is None
     assert run(["fill", str(images), str(ws)]) == 0
+
+
+def test_status_says_what_the_workspace_holds(small_corpus, tmp_path, capsys):
+    from pimmi.workspace import writer_lock
+
+    images, ws = small_corpus / "images", tmp_path / "ws"
+    (tmp_path / "bad").mkdir()
+    broken = tmp_path / "bad" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    shutil.copytree(images, tmp_path / "all")
+    shutil.copy(broken, tmp_path / "all" / "broken.jpg")
+    assert run(["fill", str(tmp_path / "all"), str(ws)]) == 0
+    capsys.readouterr()
+    with writer_lock(ws, "query"):
+        assert cli.main(["status", str(ws), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    listed = len(list(images.rglob("*.*")))
+    assert s["images"] == {"ok": listed, "error": 1} and s["images_total"] == listed + 1
+    assert s["commonest_errors"][0]["images"] == 1 and s["writer"].startswith(f"pimmi query (pid {os.getpid()}")
+    assert s["index"]["images_indexed"] == listed and s["index"]["descriptors"] > 0
+    assert [r["command"] for r in s["last_runs"]] == ["fill"] and s["last_runs"][0]["finished"]
+    assert cli.main(["status", str(ws)]) == 0
+    text = capsys.readouterr().out
+    assert f"images: {listed + 1} (1 error, {listed} ok)" in text and "writer: none" in text
+    (ws / "pimmi.sqlite").write_bytes(b"garbage" * 1000)
+    assert cli.main(["status", str(ws)]) == 1
+    assert "damaged:" in capsys.readouterr().out

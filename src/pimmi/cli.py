@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--plots", metavar="DIR", help="also write a timeline per cluster (PNG and SVG) and an overview")
     _clusters_options(c, clusters_file=False)
 
+    c = sub.add_parser("status", help="what a workspace holds: images by status, index, runs, the writer at work")
+    c.add_argument("index_dir")
+    c.add_argument("--json", action="store_true", help="print JSON instead of text")
+
     c = sub.add_parser("eval", help="precision, recall and F1 of clusters against a truth column")
     c.add_argument("file")
     c.add_argument("--predicted-column", default="cluster_id")
@@ -567,6 +571,14 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from pimmi.status import status_json, status_text, workspace_status
+
+    s = workspace_status(args.index_dir)
+    print(status_json(s) if args.json else status_text(s))
+    return 1 if "damaged" in s else 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from pimmi.evaluate import evaluate
 
@@ -605,6 +617,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "posts": cmd_posts,
     "provenance": cmd_provenance,
     "timeline": cmd_timeline,
+    "status": cmd_status,
     "serve": cmd_serve,
     "report": cmd_report,
     "eval": cmd_eval,
