@@ -127,6 +127,16 @@ def _score(chains, prov: Path, tmp: Path) -> dict:
     return json.loads(js.read_text())
 
 
+def test_report_has_the_timelines(chains, tmp_path):
+    out = tmp_path / "report"
+    assert run(["report", str(chains["ws"]), "-o", str(out)]) == 0
+    pages = sorted((out / "cluster").glob("*.html"))
+    svgs = sorted((out / "cluster").glob("*-timeline.svg"))
+    assert pages and len(svgs) == len(pages)  # every cluster of this benchmark has posts
+    text = pages[0].read_text()
+    assert 'id="timeline"' in text and f'src="{pages[0].stem}-timeline.svg"' in text
+
+
 def test_viewer_shows_posts(chains):
     c = TestClient(
         create_app(Viewer(chains["ws"], Settings(nb_threads=2)), allowed_hosts("127.0.0.1")),

@@ -13,6 +13,7 @@ from pimmi import thumbnails
 from pimmi.progress import bar
 from pimmi.provenance import provenance
 from pimmi.settings import Settings
+from pimmi.timeline import timeline_svg
 from pimmi.viewer import model
 from pimmi.viewer.pages import STATIC, ReportLinks, page_of, render
 from pimmi.workspace import Workspace
@@ -81,6 +82,7 @@ def _write(ws: Workspace, out: Path, settings: Settings, clusters_csv, name: str
     with bar(len(found), "report: clusters", progress) as pbar:
         for c in found:
             page = model.cluster_page(ws, snap, c.cluster_id)
+            timeline = _timeline(ws, snap, c, out) if c.nb_posts else None
             text = render(
                 "cluster.html",
                 links,
@@ -90,6 +92,7 @@ def _write(ws: Workspace, out: Path, settings: Settings, clusters_csv, name: str
                 nodes=page["nodes"],
                 edges=page["edges"],
                 tree=model.tree_of(derived, c),
+                timeline=timeline,
             )
             (out / "cluster" / f"{c.cluster_id}.html").write_text(text)
             images.update(c.images)
@@ -115,6 +118,19 @@ def _write(ws: Workspace, out: Path, settings: Settings, clusters_csv, name: str
                     _thumbs(ws.dir, out, snap.records[other], settings)
             pbar.update(1)
     return ReportStats(len(found), len(images), len(pairs))
+
+
+def _timeline(ws: Workspace, snap: model.Snapshot, c: model.Cluster, out: Path) -> str | None:
+    """The cluster's timeline as cluster/ID-timeline.svg (None without matplotlib: the page goes without)."""
+    try:
+        svg = timeline_svg(ws, snap.rows, c.cluster_id, None)
+    except ImportError:
+        return None
+    if svg is None:
+        return None
+    name = f"{c.cluster_id}-timeline.svg"
+    (out / "cluster" / name).write_bytes(svg)
+    return name
 
 
 def _thumbs(workspace_dir: Path, out: Path, rec, settings: Settings) -> None:

@@ -159,6 +159,7 @@ def cluster_html(request: Request) -> HTMLResponse:
         nodes=page["nodes"],
         edges=page["edges"],
         tree=None,  # fetched when asked for: computing it reads the images
+        timeline=None,  # drawn by its own route
     )
 
 
