@@ -19,7 +19,7 @@ import numpy as np
 
 from pimmi.clusters import Box, ClusterRow, PartClusterRow, read_clusters_csv, workspace_clusters
 from pimmi.posts import has_posts, post_rows, post_words, posts_of, to_iso
-from pimmi.provenance import WHOLE_FRAME, frame_share, overlay, provenance  # noqa: F401 (overlay: the views')
+from pimmi.provenance import WHOLE_FRAME, frame_share, provenance
 from pimmi.settings import Settings
 from pimmi.sift import mirror, rootsift
 from pimmi.verify import one_to_one

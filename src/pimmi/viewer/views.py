@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from pimmi import thumbnails
+from pimmi.provenance import overlay
 from pimmi.timeline import timeline_svg
 from pimmi.viewer import model
 from pimmi.viewer.pages import ServerLinks, page_of, render
@@ -255,7 +256,7 @@ def pair_overlay(request: Request) -> Response:
     image_a, image_b = (_pixels(viewer, r) for r in (ra, rb))
     if image_a is None or image_b is None:
         return Response(thumbnails.placeholder(256, "cannot read the image"), media_type="image/jpeg")
-    warped = model.overlay(ra, rb, T, image_a, image_b)
+    warped = overlay(ra, rb, T, image_a, image_b)
     ok, data = cv2.imencode(".jpg", warped, [cv2.IMWRITE_JPEG_QUALITY, thumbnails.QUALITY])
     return Response(data.tobytes(), media_type="image/jpeg", headers=CACHE)
 
