@@ -388,14 +388,15 @@ def cmd_fill(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from pimmi.query import QueryStats, csv_columns, csv_row, query
     from pimmi.workspace import writer_lock
 
     with writer_lock(args.index_dir, "query", args.wait):
-        return _query(args, QueryStats, csv_columns, csv_row, query)
+        return _query(args)
 
 
-def _query(args: argparse.Namespace, QueryStats, csv_columns, csv_row, query) -> int:
+def _query(args: argparse.Namespace) -> int:
+    from pimmi.query import QueryStats, csv_columns, csv_row, query
+
     settings = resolve_settings(args, args.index_dir)
     stats = QueryStats()
     t0 = time.perf_counter()

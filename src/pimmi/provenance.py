@@ -42,7 +42,7 @@ from pimmi.images import ImageError, decode_rgb
 from pimmi.posts import first_posts
 from pimmi.progress import bar
 from pimmi.settings import Settings
-from pimmi.workspace import ImageRecord, Workspace
+from pimmi.workspace import ImageRecord, Workspace, seen_from
 
 RELATIONS = ("crop", "scale", "recompress", "caption/border", "mirror", "colour", "part-of", "copy")
 WHOLE_FRAME = 0.9  # a frame covering this share of the other image counts as all of it
@@ -80,7 +80,6 @@ class Pair:
     box_b: tuple[float, ...]
     evidence: dict[str, float] = field(default_factory=dict)  # cue -> log-odds that a is b's ancestor
     relations: dict[tuple[int, int], str] = field(default_factory=dict)  # (parent, child) -> what the child is
-    photo: float | None = None  # with containment: how much the larger image's extra looks like lost picture
     distance: float | None = None  # photometric, where they overlap (see photometric_distance)
 
 
@@ -243,7 +242,6 @@ def orient(
             # keypoints alone are not enough: large caption letters are photo-like keypoints
             crop = (shown_elsewhere >= CROP_PICTURE and density >= CROP_DENSITY) or shown_elsewhere >= 0.4
             photo = shown_elsewhere
-        pair.photo = photo
         parent, child = (big, small) if crop else (small, big)
         rel[(parent, child)] = "crop" if crop else "caption/border"
         if "resolution" in use and not crop:
@@ -428,21 +426,16 @@ def provenance(
 
 
 def _pairs(ws: Workspace, clusters_of: dict[int, list[int]]) -> dict[tuple[int, int], Pair]:
-    """One pair per matched (unordered) couple of clustered images: the stored direction with more inliers,
-    a < b, its transform from a to b."""
+    """One pair per matched (unordered) couple of clustered images, a < b, with its transform from a to b:
+    the match stored as a's when there is one, else b's, inverted."""
+    stored = {(m["query_id"], m["result_id"]): m for m in ws.matches_among(sorted(clusters_of))}
     pairs: dict[tuple[int, int], Pair] = {}
-    for q, r, _ in ws.matches_among(sorted(clusters_of)):
-        if (min(q, r), max(q, r)) in pairs:
-            continue
-        m = ws.match_between(min(q, r), max(q, r))
-        if m is None:
-            continue
+    for q, r in stored:
         a, b = min(q, r), max(q, r)
-        T = np.array(m["transform"], np.float64).reshape(2, 3)
-        box_a, box_b = m["query_box"], m["result_box"]
-        if m["query_id"] != a:
-            T = cv2.invertAffineTransform(T)
-            box_a, box_b = box_b, box_a
+        if (a, b) in pairs:
+            continue
+        m = stored.get((a, b)) or stored[(b, a)]
+        T, box_a, box_b = seen_from(m, a)
         pairs[(a, b)] = Pair(a, b, m["nb_match_ransac"], T, tuple(box_a), tuple(box_b))
     return pairs
 

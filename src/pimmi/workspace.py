@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from pimmi.settings import LEGACY_FEATURE_SETTINGS
@@ -489,16 +490,18 @@ class Workspace:
         ).fetchall()
         return [_match_dict(row) for row in rows]
 
-    def matches_among(self, image_ids: Sequence[int]) -> list[tuple[int, int, int]]:
-        """(query id, result id, inliers) of the stored matches between two of ``image_ids``, marked or not."""
+    def matches_among(self, image_ids: Sequence[int]) -> list[dict[str, Any]]:
+        """The stored matches between two of ``image_ids`` (as ``matches_of``'s), marked or not."""
         wanted = set(image_ids)
         out = []
         for chunk in _chunks(sorted(wanted), 500):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
-                f"SELECT query_id, result_id, nb_match_ransac FROM matches WHERE query_id IN ({marks})", chunk
+                "SELECT query_id, result_id, mirrored, nb_match_total, nb_match_ransac, query_box, result_box, "
+                f"transform FROM matches WHERE query_id IN ({marks})",
+                chunk,
             )
-            out += [row for row in rows if row[1] in wanted]
+            out += [_match_dict(row) for row in rows if row[1] in wanted]
         return out
 
     def match_between(self, a: int, b: int) -> dict[str, Any] | None:
@@ -558,6 +561,16 @@ class Workspace:
         self.db.execute(
             "UPDATE runs SET finished = ?, stats = ? WHERE id = ?", (time.time(), json.dumps(stats), run_id)
         )
+
+
+def seen_from(match: dict[str, Any], a: int) -> tuple[np.ndarray, tuple, tuple]:
+    """A stored match seen from its image ``a`` (either side): the transform from ``a``'s pixels to the other
+    image's (2x3, original pixels; the inverse of the stored one when ``a`` is its result) and the matched
+    regions, ``a``'s first."""
+    T = np.array(match["transform"], np.float64).reshape(2, 3)
+    if match["query_id"] == a:
+        return T, match["query_box"], match["result_box"]
+    return cv2.invertAffineTransform(T), match["result_box"], match["query_box"]
 
 
 def _match_dict(row: Sequence[Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from pimmi.provenance import WHOLE_FRAME, frame_share, provenance
 from pimmi.settings import Settings
 from pimmi.sift import mirror, rootsift
 from pimmi.verify import one_to_one
-from pimmi.workspace import ImageRecord, Workspace
+from pimmi.workspace import ImageRecord, Workspace, seen_from
 
 SORTS = ("size", "quality", "least_quality", "id", "date")
 KINDS = ("any", "whole", "parts")
@@ -188,9 +188,9 @@ def cluster_page(ws: Workspace, snap: Snapshot, cluster_id: int) -> dict[str, An
     ids = c.images
     verdicts = ws.match_reviews()
     weights: dict[tuple[int, int], int] = {}
-    for q, r, n in ws.matches_among(ids):
-        key = (min(q, r), max(q, r))
-        weights[key] = max(n, weights.get(key, 0))
+    for m in ws.matches_among(ids):
+        key = (min(m["query_id"], m["result_id"]), max(m["query_id"], m["result_id"]))
+        weights[key] = max(m["nb_match_ransac"], weights.get(key, 0))
     pos = snap.layouts.get(cluster_id)
     if pos is None:
         pos = snap.layouts[cluster_id] = layout(ids, list(weights))
@@ -257,11 +257,7 @@ def pair_page(ws: Workspace, snap: Snapshot, a: int, b: int, settings: Settings)
     m = ws.match_between(a, b) if ra and rb else None
     if m is None:
         return None
-    T = np.array(m["transform"], dtype=np.float64).reshape(2, 3)
-    box_a, box_b = m["query_box"], m["result_box"]
-    if m["query_id"] != a:  # stored the other way round: a -> b is the inverse
-        T = cv2.invertAffineTransform(T)
-        box_a, box_b = box_b, box_a
+    T, box_a, box_b = seen_from(m, a)
     lines = inlier_lines(ws, ra, rb, T, settings)
     return {
         "a": image_summary(ra),
@@ -335,10 +331,7 @@ def transform_words(T: np.ndarray, ra: ImageRecord, rb: ImageRecord) -> str:
 def pair_transform(ws: Workspace, a: int, b: int) -> np.ndarray | None:
     """The stored transform from ``a`` to ``b`` (original pixels), whichever way the match was stored."""
     m = ws.match_between(a, b)
-    if m is None:
-        return None
-    T = np.array(m["transform"], dtype=np.float64).reshape(2, 3)
-    return T if m["query_id"] == a else cv2.invertAffineTransform(T)
+    return None if m is None else seen_from(m, a)[0]
 
 
 # -- an image page
@@ -348,12 +341,13 @@ def image_page(ws: Workspace, snap: Snapshot, image_id: int) -> dict[str, Any] |
     if rec is None:
         return None
     verdicts = ws.match_reviews()
-    matches = []
+    matches, shown = [], set()
     for m in ws.matches_of(image_id):
         mine = m["query_id"] == image_id
         other = m["result_id"] if mine else m["query_id"]
-        if other not in snap.records or any(x["image"]["id"] == other for x in matches):
+        if other not in snap.records or other in shown:
             continue  # stored both ways: the first (most inliers) is shown
+        shown.add(other)
         matches.append(
             {
                 "image": image_summary(snap.records[other]),
