@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import igraph as ig
+import numpy as np
 
 from pimmi.settings import Settings
 from pimmi.workspace import ImageRecord, Workspace
@@ -26,6 +27,7 @@ class Link:
     inliers: int
     query_box: Box | None = None
     result_box: Box | None = None
+    transform: tuple[float, ...] | None = None  # a, b, tx, c, d, ty: query pixel -> result pixel
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,12 @@ def read_match_csv(paths: Iterable[str | Path]) -> list[Link]:
             if not reader.fieldnames or not need <= set(reader.fieldnames):
                 raise ValueError(f"{p}: not a query CSV (needs columns {', '.join(sorted(need))})")
             boxed = "query_x0" in reader.fieldnames and "result_y1" in reader.fieldnames
+            placed = "transform" in reader.fieldnames
             for row in reader:
                 q, r, n = int(row["query_image_id"]), int(row["result_image_id"]), int(row["nb_match_ransac"])
                 if boxed:
-                    edges.append(Link(q, r, n, _box(row, "query"), _box(row, "result")))
+                    t = tuple(float(x) for x in row["transform"].split()) if placed and row["transform"] else None
+                    edges.append(Link(q, r, n, _box(row, "query"), _box(row, "result"), t))
                 else:
                     edges.append(Link(q, r, n))
     return edges
@@ -211,12 +215,17 @@ def part_clusters(links: list[Link], images: dict[int, ImageRecord]) -> list[Par
     In each image, the regions of its matches are grouped into parts (regions overlapping by
     half of the smaller one); each part is a node, each match joins the parts it touches on both
     sides, and the clusters are the connected components of that graph. A region that spans
-    several parts (a whole copy of a montage) touches them all.
+    several small separate parts (a whole copy of a grid) is split into one per part, each carried into
+    the other image by the match's transform (``_split_by_parts``); any other region spanning several
+    parts touches them all.
     """
+    sides = [(e.query, e.query_box or _whole(images[e.query]), e.result, e.result_box or _whole(images[e.result]), i)
+             for i, e in enumerate(links)]  # fmt: skip
+    sides = _split_by_parts(sides, links, images)
     regions: dict[int, list[tuple[Box, int]]] = defaultdict(list)
-    for i, e in enumerate(links):
-        regions[e.query].append((e.query_box or _whole(images[e.query]), i))
-        regions[e.result].append((e.result_box or _whole(images[e.result]), i))
+    for j, (a, box_a, b, box_b, _) in enumerate(sides):
+        regions[a].append((box_a, j))
+        regions[b].append((box_b, j))
     node_of: dict[tuple[int, int], int] = {}  # (image, part index) -> node
     touches: dict[tuple[int, int], list[int]] = defaultdict(list)  # (image, link) -> nodes
     node_image: list[int] = []
@@ -237,7 +246,7 @@ def part_clusters(links: list[Link], images: dict[int, ImageRecord]) -> list[Par
                 node_boxes[node].append(box)
                 touches[(image, link)].append(node)
     g = ig.Graph(n=len(node_image))
-    g.add_edges([(a, b) for i, e in enumerate(links) for a in touches[(e.query, i)] for b in touches[(e.result, i)]])
+    g.add_edges([(x, y) for j, (a, _, b, _, _) in enumerate(sides) for x in touches[(a, j)] for y in touches[(b, j)]])
     # igraph's VertexClustering copies its membership list at each access: read it once (with 20k
     # clusters, indexing it per link and per cluster took 20 s).
     membership = g.connected_components().membership
@@ -246,8 +255,11 @@ def part_clusters(links: list[Link], images: dict[int, ImageRecord]) -> list[Par
         component_nodes[c].append(node)
     # Every node a link touches ends in one component (the link joins them): file each link once.
     links_of: dict[int, list[Link]] = defaultdict(list)
-    for i, e in enumerate(links):
-        links_of[membership[touches[(e.query, i)][0]]].append(e)
+    first = {}  # a link split by parts is filed with its first piece
+    for j, (a, _, _, _, i) in enumerate(sides):
+        first.setdefault(i, membership[touches[(a, j)][0]])
+    for i, c in first.items():
+        links_of[c].append(links[i])
     groups = []
     for c, comp in sorted(component_nodes.items()):
         members = sorted({node_image[n] for n in comp})
@@ -285,6 +297,73 @@ def part_clusters(links: list[Link], images: dict[int, ImageRecord]) -> list[Par
                 )
             )
     return rows
+
+
+Side = tuple[int, Box, int, Box, int]  # image a, its region, image b, its region, the link's index
+TILE = 0.25  # a part covering less than this share of its image can be a tile of a grid or montage
+
+
+def _split_by_parts(sides: list[Side], links: list[Link], images: dict[int, ImageRecord]) -> list[Side]:
+    """Links whose region in one image spans several separate small parts of it (a copy of a grid, two
+    grids sharing tiles laid out alike) as one link per part, each part carried into the other image by the
+    link's transform: the parts stay apart there too instead of joining through the one region."""
+    regions: dict[int, list[Box]] = defaultdict(list)
+    for a, box_a, b, box_b, _ in sides:
+        regions[a].append(box_a)
+        regions[b].append(box_b)
+    parts = {image: _parts(boxes) for image, boxes in regions.items()}
+    out = []
+    for a, box_a, b, box_b, i in sides:
+        T = links[i].transform
+        if T is None:
+            out.append((a, box_a, b, box_b, i))
+            continue
+        M = np.array(T, np.float64).reshape(2, 3)
+        if pieces := _pieces(a, box_a, b, M, parts, images):
+            out += [(a, pa, b, pb, i) for pa, pb in pieces]
+        elif pieces := _pieces(b, box_b, a, _inverse(M), parts, images):
+            out += [(a, pa, b, pb, i) for pb, pa in pieces]
+        else:
+            out.append((a, box_a, b, box_b, i))
+    return out
+
+
+def _pieces(
+    a: int, box: Box, b: int, M: np.ndarray, parts: dict[int, list[Box]], images: dict[int, ImageRecord]
+) -> list[tuple[Box, Box]] | None:
+    """(part, its image in ``b``) for each separate small part of ``a`` that ``box`` spans; None unless
+    several."""
+    rec = images[a]
+    area = max(1.0, (rec.width or 1) * (rec.height or 1))
+    touched = [p for p in parts[a] if _overlap(box, p) >= SAME_REGION]
+    if len(touched) < 2 or any(_area(p) >= TILE * area for p in touched):
+        return None
+    if any(_overlap(p, q) > 0.1 for k, p in enumerate(touched) for q in touched[k + 1 :]):
+        return None
+    other = images[b]
+    out = []
+    for p in touched:
+        corners = np.array([[p[0], p[1]], [p[2], p[1]], [p[0], p[3]], [p[2], p[3]]]) @ M[:, :2].T + M[:, 2]
+        x0, y0 = np.maximum(corners.min(axis=0), 0)
+        x1, y1 = np.minimum(corners.max(axis=0), [other.width or 0, other.height or 0])
+        if x1 > x0 and y1 > y0:
+            out.append((p, (float(x0), float(y0), float(x1), float(y1))))
+    return out if len(out) >= 2 else None
+
+
+def _inverse(M: np.ndarray) -> np.ndarray:
+    full = np.linalg.inv(np.vstack([M, [0, 0, 1]]))
+    return full[:2]
+
+
+def _parts(boxes: list[Box]) -> list[Box]:
+    """An image's parts: its regions grouped (smallest first) with those overlapping half of the smaller;
+    each part is represented by its smallest region."""
+    parts: list[Box] = []
+    for box in sorted(boxes, key=_area):
+        if not any(_overlap(box, rep) >= SAME_REGION for rep in parts):
+            parts.append(box)
+    return parts
 
 
 def _whole(rec: ImageRecord) -> Box:

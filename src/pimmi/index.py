@@ -167,7 +167,7 @@ class Close:
     @classmethod
     def from_knn(cls, D: np.ndarray, ids: np.ndarray, max_d2: float) -> Close:
         r, c = np.nonzero((ids >= 0) & (D < max_d2))  # row-major: by row, then nearest first
-        rows = np.unique(r)
+        rows = r[np.diff(r, prepend=-1) != 0]  # r is sorted: numpy 2.4's np.unique hashes, ~20x slower
         kth = np.where(ids[rows, -1] >= 0, D[rows, -1], np.inf).astype(np.float32)
         return cls(rows, kth, r, ids[r, c], D[r, c])
 

@@ -22,6 +22,7 @@ import numpy as np
 from pimmi import index as idx
 from pimmi.executor import Executor, local_executor
 from pimmi.fill import add_images
+from pimmi.overlays import WHOLE_COVER, Cells, Votes, on_shared_overlay, spread
 from pimmi.progress import bar
 from pimmi.settings import Settings
 from pimmi.sift import Features, mirror, rootsift
@@ -95,6 +96,7 @@ class QueryStats:
     pattern_only: int = 0  # verified matches refused as standing on text or chrome alone
     small_region: int = 0  # verified matches refused as sharing only a small region of both images
     detail_only: int = 0  # verified matches refused as a detail of what both images overlap on
+    shared_overlay: int = 0  # verified matches refused as standing on an overlay many images share
     seconds: dict[str, float] = field(default_factory=lambda: {"extract": 0.0, "search": 0.0, "verify": 0.0})
 
 
@@ -153,6 +155,10 @@ class Matcher:
         self.searcher = idx.Searcher(index, settings.query_match_max_dist**2)
         self.records: dict[int, ImageRecord] = {r.id: r for r in ws.images()}
         self.done: dict[tuple[int, int, bool], PairResult] = {}  # unordered pairs verified so far
+        # Shared overlays: whether each side of a pair saw the match as standing on one, and the matches
+        # held back until the other side says (a match is refused only when both sides see an overlay).
+        self.on_overlay: dict[tuple[int, int], bool] = {}  # (query, result) -> seen from query, until result speaks
+        self.held: dict[tuple[int, int], tuple[Match, bool]] = {}  # with: is the other image whole in it
 
     def run(self, images: list[ImageRecord], nb_per_pack: int, run_id: int, progress: bool) -> Iterator[Match]:
         pack_of = {r.id: i // max(1, nb_per_pack) for i, r in enumerate(images)}
@@ -177,6 +183,8 @@ class Matcher:
                 self.stats.seconds["search"] += found.seconds
                 self.stats.requeried_descriptors += found.requeried
                 matches = self._verify_batch(batch, found, pack_of)
+                if i == len(batches) - 1:
+                    matches += self._release_held()
                 for m in matches:
                     if m.query_image_id in originals:
                         of_originals[m.query_image_id].append(m)
@@ -243,16 +251,68 @@ class Matcher:
                     dist[sel],
                 )
             )
-        best: dict[tuple[int, int], Match] = {}
+        votes = Votes.of(q.local[q_rows] * 2 + q.mirrored[q_rows], q.kp[q_rows], r_img)
+        position = {rec.id: i for i, rec in enumerate(batch)}
+        cells: dict[int, Cells] = {}  # per image, for the spread of its inliers
+
+        def cells_of(image_id: int, xy: np.ndarray) -> Cells:
+            if image_id not in cells:
+                cells[image_id] = Cells.of(xy)
+            return cells[image_id]
+
+        best: dict[tuple[int, int], tuple[Match, bool, bool]] = {}
         for job, pair in zip(jobs, self._outcomes(jobs)):
             if pair is None:
                 continue
-            m = self._match(job.query, job.result, pair.towards(job.query.id), pack_of.get(job.query.id, 0))
+            seen = pair.towards(job.query.id)
+            m = self._match(job.query, job.result, seen, pack_of.get(job.query.id, 0))
             key = (job.query.id, job.result.id)
-            if key not in best or m.nb_match_ransac > best[key].nb_match_ransac:
-                best[key] = m  # one row per pair of images: the orientation with more inliers
+            if key not in best or m.nb_match_ransac > best[key][0].nb_match_ransac:
+                group = position[job.query.id] * 2 + job.mirrored
+                overlay = on_shared_overlay(
+                    votes,
+                    group,
+                    job.query.id,
+                    job.result.id,
+                    seen.query_inliers,
+                    cells_of(job.query.id, job.q_xy),
+                    self.s.query_overlay_min_images,
+                    self.s.query_overlay_max_share,
+                    self.s.query_match_nb_ransac_threshold,
+                )
+                whole = overlay and spread(cells_of(job.result.id, job.r_xy), seen.result_inliers) >= WHOLE_COVER
+                best[key] = (m, overlay, whole)  # one row per pair of images: the orientation with more inliers
         self.stats.seconds["verify"] += time.perf_counter() - t0
-        return list(best.values())
+        return self._without_overlays(best.values())
+
+    def _release_held(self) -> list[Match]:
+        """Held matches whose other side never proposed the pair: kept when the other image is whole in
+        the match (a photo pasted in a grid), refused otherwise (it saw no copy there either)."""
+        kept = [m for m, whole in self.held.values() if whole]
+        self.stats.shared_overlay += len(self.held) - len(kept)
+        self.held.clear()
+        return kept
+
+    def _without_overlays(self, matches) -> list[Match]:
+        """The matches kept, with those held back whose other side has now spoken for them."""
+        kept = []
+        for m, overlay, whole in matches:
+            q, r = m.query_image_id, m.result_image_id
+            other = self.on_overlay.pop((r, q), None)  # each side of a pair speaks once
+            if other is None:
+                self.on_overlay[(q, r)] = overlay
+            if not overlay:
+                kept.append(m)
+                if (r, q) in self.held:
+                    kept.append(self.held.pop((r, q))[0])
+            elif other is None:
+                self.held[(q, r)] = (m, whole)
+            elif other:
+                self.stats.shared_overlay += 1 + ((r, q) in self.held)
+                self.held.pop((r, q), None)
+            else:
+                kept.append(m)
+        return kept
 
     def _outcomes(self, jobs: list[PairJob]) -> list[PairResult | None]:
         """Each job's verified pair, as if verified one by one in order.

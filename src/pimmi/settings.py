@@ -58,6 +58,13 @@ class Settings:
         "cannot crowd the photo out of the image's keypoints. 1 keeps the strongest, whatever they are on.",
         "sift",
     )
+    sift_grid_tiles: bool = _opt(
+        True,
+        "Grids of 4 to 16 photos in equal rows and columns (collages) are found by their layout and each tile "
+        "is extracted on its own, with its own keypoint budget: a tile of a 3x3 grid otherwise gets a ninth "
+        "of the image's keypoints, too few to be matched to its source.",
+        "sift",
+    )
     sift_nOctaveLayers: int = _opt(3, "OpenCV SIFT: layers per octave (3 in Lowe's paper).", "sift")
     sift_contrastThreshold: float = _opt(0.01, "OpenCV SIFT: contrast threshold; larger gives fewer features.", "sift")
     sift_edgeThreshold: float = _opt(10.0, "OpenCV SIFT: edge threshold; larger keeps more edge-like features.", "sift")
@@ -138,6 +145,21 @@ class Settings:
         "binomial test at this level). 0 turns the test off.",
         "query",
     )
+    query_overlay_min_images: int = _opt(
+        3,
+        "Shared overlays (a channel's banner and logo, an app's bars, a watermark) are not copies: a match is "
+        "refused when, seen from each of the two images, a third of its inliers also match at least this many "
+        "other images, the keypoints matching those images are a small part of the image "
+        "(query_overlay_max_share), fewer than query_match_nb_ransac_threshold inliers match none of them, "
+        "and the inliers do not spread over the image as its keypoints do. 0 turns the rule off.",
+        "query",
+    )
+    query_overlay_max_share: float = _opt(
+        0.5,
+        "A shared element is an overlay when it holds less than this share of the image's keypoints (a viral "
+        "photo's copies share most of it).",
+        "query",
+    )
     query_batch_images: int = _opt(256, "Images searched together in one FAISS batch.", "query")
 
     # -- clusters
@@ -162,7 +184,7 @@ class Settings:
 
 
 # Extraction settings added after workspaces were first written, with the value those workspaces used.
-LEGACY_FEATURE_SETTINGS: dict[str, Any] = {"sift_oversample": 1.0}
+LEGACY_FEATURE_SETTINGS: dict[str, Any] = {"sift_oversample": 1.0, "sift_grid_tiles": False}
 
 
 class SettingsError(ValueError):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pimmi.grids import grid_tiles
 from pimmi.settings import Settings
 
 
@@ -28,6 +29,7 @@ class Extractor:
         self.max_side = settings.sift_max_image_dimension
         self.budget = settings.sift_nfeatures
         self.asked = round(settings.sift_nfeatures * settings.sift_oversample)
+        self.tiles = settings.sift_grid_tiles
         self.sift = cv2.SIFT_create(
             nfeatures=self.asked,
             nOctaveLayers=settings.sift_nOctaveLayers,
@@ -37,6 +39,21 @@ class Extractor:
         )
 
     def __call__(self, gray: np.ndarray) -> Features:
+        """Keypoints of a grayscale image, positions in pixels of ``gray``; a grid's tiles one by one."""
+        tiles = grid_tiles(gray) if self.tiles else []
+        if not tiles:
+            return self.extract(gray)
+        parts = []
+        for x0, y0, x1, y1 in tiles:
+            f = self.extract(gray[y0:y1, x0:x1])
+            parts.append(Features(f.xy + np.float32([x0, y0]), f.descriptors, f.repeated))
+        return Features(
+            np.concatenate([f.xy for f in parts]),
+            np.concatenate([f.descriptors for f in parts]),
+            np.concatenate([f.repeated for f in parts]),
+        )
+
+    def extract(self, gray: np.ndarray) -> Features:
         """Keypoints of a grayscale image, positions in pixels of ``gray``.
 
         With ``halve``, SIFT runs on the image at half the working size: OpenCV doubles its

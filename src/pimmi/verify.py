@@ -180,6 +180,8 @@ def check_pair(job: PairJob, s: Settings) -> tuple[PairResult | None, str]:
         _to_original(v.transform, rec, r, job.mirrored),
         bounding_box(q_in * rec.scale),
         bounding_box(r_pts[v.inliers] * r.scale),
+        q_kp[v.inliers],
+        r_kp[v.inliers],
     )
     return pair, "verified"
 
@@ -206,12 +208,21 @@ class PairResult:
     transform: np.ndarray
     query_box: tuple[float, float, float, float]
     result_box: tuple[float, float, float, float]
+    query_inliers: np.ndarray  # the inliers' keypoint indices in each image
+    result_inliers: np.ndarray
 
     def towards(self, query_id: int) -> PairResult:
         if query_id == self.query_id:
             return self
         return PairResult(
-            query_id, self.nb_total, self.nb_inliers, np.linalg.inv(self.transform), self.result_box, self.query_box
+            query_id,
+            self.nb_total,
+            self.nb_inliers,
+            np.linalg.inv(self.transform),
+            self.result_box,
+            self.query_box,
+            self.result_inliers,
+            self.query_inliers,
         )
 
 

@@ -471,15 +471,18 @@ class Workspace:
         with self.transaction() as db:
             db.executemany("DELETE FROM matches WHERE query_id = ?", ((i,) for i in query_ids))
 
-    def match_links(self) -> list[tuple[int, int, int, tuple | None, tuple | None]]:
-        """(query id, result id, inliers, query box, result box) of every stored match, but those a person
-        marked wrong."""
+    def match_links(self) -> list[tuple[int, int, int, tuple | None, tuple | None, tuple | None]]:
+        """(query id, result id, inliers, query box, result box, transform) of every stored match, but those a
+        person marked wrong."""
         rows = self.db.execute(
-            "SELECT query_id, result_id, nb_match_ransac, query_box, result_box FROM matches m WHERE NOT EXISTS ("
+            "SELECT query_id, result_id, nb_match_ransac, query_box, result_box, transform FROM matches m "
+            "WHERE NOT EXISTS ("
             "SELECT 1 FROM reviews v WHERE v.kind = 'match' AND v.verdict = 'wrong' "
             "AND v.a = MIN(m.query_id, m.result_id) AND v.b = MAX(m.query_id, m.result_id))"
         )
-        return [(q, r, n, tuple(json.loads(qb)), tuple(json.loads(rb))) for q, r, n, qb, rb in rows]
+        return [
+            (q, r, n, tuple(json.loads(qb)), tuple(json.loads(rb)), tuple(json.loads(t))) for q, r, n, qb, rb, t in rows
+        ]
 
     def matches_of(self, image_id: int) -> list[dict[str, Any]]:
         """The stored matches with ``image_id`` on either side, as that image's: its region first."""
