@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import cv2
 import igraph as ig
 import numpy as np
 
@@ -321,7 +322,7 @@ def _split_by_parts(sides: list[Side], links: list[Link], images: dict[int, Imag
         M = np.array(T, np.float64).reshape(2, 3)
         if pieces := _pieces(a, box_a, b, M, parts, images):
             out += [(a, pa, b, pb, i) for pa, pb in pieces]
-        elif pieces := _pieces(b, box_b, a, _inverse(M), parts, images):
+        elif pieces := _pieces(b, box_b, a, cv2.invertAffineTransform(M), parts, images):
             out += [(a, pa, b, pb, i) for pb, pa in pieces]
         else:
             out.append((a, box_a, b, box_b, i))
@@ -343,7 +344,7 @@ def _pieces(
     other = images[b]
     out = []
     for p in touched:
-        corners = np.array([[p[0], p[1]], [p[2], p[1]], [p[0], p[3]], [p[2], p[3]]]) @ M[:, :2].T + M[:, 2]
+        corners = box_quad(p, M)
         x0, y0 = np.maximum(corners.min(axis=0), 0)
         x1, y1 = np.minimum(corners.max(axis=0), [other.width or 0, other.height or 0])
         if x1 > x0 and y1 > y0:
@@ -351,9 +352,10 @@ def _pieces(
     return out if len(out) >= 2 else None
 
 
-def _inverse(M: np.ndarray) -> np.ndarray:
-    full = np.linalg.inv(np.vstack([M, [0, 0, 1]]))
-    return full[:2]
+def box_quad(box: Box, T: np.ndarray) -> np.ndarray:
+    """A box's corners carried by ``T`` (2x3)."""
+    x0, y0, x1, y1 = box
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64) @ T[:, :2].T + T[:, 2]
 
 
 def _parts(boxes: list[Box]) -> list[Box]:

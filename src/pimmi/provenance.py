@@ -37,7 +37,7 @@ import networkx as nx
 import numpy as np
 from PIL import Image
 
-from pimmi.clusters import ClusterRow, workspace_clusters
+from pimmi.clusters import ClusterRow, box_quad, workspace_clusters
 from pimmi.images import ImageError, decode_rgb
 from pimmi.posts import first_posts
 from pimmi.progress import bar
@@ -327,12 +327,6 @@ def match_regions(pairs: Iterable[Pair]) -> dict[int, list[tuple[int, np.ndarray
         regions[p.a].append((p.b, box_quad(p.box_b, cv2.invertAffineTransform(p.transform))))
         regions[p.b].append((p.a, box_quad(p.box_a, p.transform)))
     return regions
-
-
-def box_quad(box, T: np.ndarray) -> np.ndarray:
-    """A box's corners carried by ``T``."""
-    x0, y0, x1, y1 = box
-    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64) @ T[:, :2].T + T[:, 2]
 
 
 def outside_photo_share(kp: tuple[np.ndarray, np.ndarray] | None, box, rec: ImageRecord) -> float:

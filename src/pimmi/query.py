@@ -251,7 +251,9 @@ class Matcher:
                     dist[sel],
                 )
             )
-        votes = Votes.of(q.local[q_rows] * 2 + q.mirrored[q_rows], q.kp[q_rows], r_img)
+        # The overlay rule's view of the votes, only when the rule is on: sorting a batch's votes is not free.
+        on = self.s.query_overlay_min_images > 0
+        votes = Votes.of(q.local[q_rows] * 2 + q.mirrored[q_rows], q.kp[q_rows], r_img) if on else None
         position = {rec.id: i for i, rec in enumerate(batch)}
         cells: dict[int, Cells] = {}  # per image, for the spread of its inliers
 
@@ -269,7 +271,7 @@ class Matcher:
             key = (job.query.id, job.result.id)
             if key not in best or m.nb_match_ransac > best[key][0].nb_match_ransac:
                 group = position[job.query.id] * 2 + job.mirrored
-                overlay = on_shared_overlay(
+                overlay = votes is not None and on_shared_overlay(
                     votes,
                     group,
                     job.query.id,
