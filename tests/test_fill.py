@@ -19,7 +19,8 @@ from PIL import Image
 from conftest import copy_tree, run
 from pimmi import cli
 from pimmi.demo import build_corpus, sample_photo
-from pimmi.settings import PRESETS
+from pimmi.query import QueryStats, query
+from pimmi.settings import PRESETS, Settings
 from pimmi.workspace import SCHEMA_VERSION, Workspace
 
 
@@ -207,10 +208,37 @@ def test_workspace_of_schema_2_gains_the_reviews_and_posts_tables(small_corpus, 
     db.commit()
     db.close()
     with Workspace(ws_dir, create=False) as ws:
-        assert ws.get_meta("schema_version") == str(SCHEMA_VERSION) == "4"
+        assert ws.get_meta("schema_version") == str(SCHEMA_VERSION) == "5"
         ws.set_cluster_review([3, 1, 2], "checked")
         assert ws.cluster_reviews()[1][:2] == ("checked", [1, 2, 3])
         assert ws.db.execute("SELECT COUNT(*) FROM posts").fetchone() == (0,)
+
+
+def test_workspace_of_schema_4_is_queried_once_in_full_then_incrementally(small_corpus, tmp_path):
+    ws_dir, out = tmp_path / "ws", tmp_path / "q.csv"
+    assert run(["fill", str(small_corpus), str(ws_dir)]) == 0
+    assert run(["query", str(small_corpus), str(ws_dir), "-o", str(out)]) == 0
+    before = out.read_text()
+    db = sqlite3.connect(ws_dir / "pimmi.sqlite")
+    for table, column in (("images", "indexed_gen"), ("images", "queried_gen"), ("matches", "derived")):
+        db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    db.execute("DROP TABLE unindexed")
+    db.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with Workspace(ws_dir, create=False) as ws:
+        assert ws.get_meta("schema_version") == "5"
+        indexed = ws.db.execute("SELECT COUNT(*) FROM images WHERE indexed_gen IS NOT NULL").fetchone()[0]
+        assert indexed == ws.count("indexed = 1") > 0
+        usable = ws.count("status = 'ok'")
+    stats = QueryStats()
+    list(query(small_corpus, ws_dir, Settings(), progress=False, stats=stats))
+    assert stats.queried == usable  # none counts as queried before: all searched once
+    assert run(["query", str(small_corpus), str(ws_dir), "-o", str(out)]) == 0
+    assert out.read_text() == before
+    stats = QueryStats()
+    list(query(small_corpus, ws_dir, Settings(), progress=False, stats=stats))
+    assert stats.queried == 0
 
 
 def test_fast_preset_is_remembered_by_the_workspace_and_finds_copies(small_corpus, tmp_path):
@@ -324,9 +352,11 @@ def test_status_says_what_the_workspace_holds(small_corpus, tmp_path, capsys):
     assert s["commonest_errors"][0]["images"] == 1 and s["writer"].startswith(f"pimmi query (pid {os.getpid()}")
     assert s["index"]["images_indexed"] == listed and s["index"]["descriptors"] > 0
     assert [r["command"] for r in s["last_runs"]] == ["fill"] and s["last_runs"][0]["finished"]
+    assert s["next_query"] == {"search": listed, "up_to_date": 0}
     assert cli.main(["status", str(ws)]) == 0
     text = capsys.readouterr().out
     assert f"images: {listed + 1} (1 error, {listed} ok)" in text and "writer: none" in text
+    assert f"next query: {listed} images to search, 0 up to date" in text
     (ws / "pimmi.sqlite").write_bytes(b"garbage" * 1000)
     assert cli.main(["status", str(ws)]) == 1
     assert "damaged:" in capsys.readouterr().out

@@ -154,7 +154,7 @@ def test_search_thread_uses_the_thread_setting(demo_run, tmp_path, monkeypatch):
     monkeypatch.setattr(idx.Searcher, "close", spy)
     ws = shutil.copytree(demo_run["ws"], tmp_path / "ws")
     images = str(demo_run["corpus"] / "images")
-    assert run(["--nb-threads", "1", "query", images, str(ws), "-o", str(tmp_path / "q.csv")]) == 0
+    assert run(["--nb-threads", "1", "query", images, str(ws), "-o", str(tmp_path / "q.csv"), "--requery"]) == 0
     assert seen and set(seen) == {1}
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pimmi import __version__
 from pimmi.executor import keep_freed_memory
+from pimmi.paths import shown_path
 from pimmi.settings import (
     IGNORED_PIMMI_KEYS,
     PRESETS,
@@ -89,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--wait", action="store_true", help="wait for another command writing the workspace to end")
     c.add_argument("--simple", action="store_true", help=argparse.SUPPRESS)
     c.add_argument("-n", "--nb-img", type=int, help="only the first N images (sorted by path)")
+    c.add_argument(
+        "--requery",
+        action="store_true",
+        help="search every image again (default: only those whose stored matches do not stand: new images, "
+        "and those queried before the index gained images that no search of this run finds them from)",
+    )
     _config_option(c)
 
     c = sub.add_parser(
@@ -378,6 +385,9 @@ def cmd_fill(args: argparse.Namespace) -> int:
             f"pimmi: ... and {len(r.errors) - MAX_ERRORS_SHOWN} more unusable images "
             f"(status 'error' in {Path(args.index_dir) / 'pimmi.sqlite'})",
         )
+    changes = ", ".join(f"{n} {what}" for what, n in vars(r.changes).items() if n)
+    if changes:
+        _say(args, f"pimmi fill: since the last run: {changes}")
     _say(
         args,
         f"pimmi fill: {r.listed} images listed, {r.extracted} extracted, {r.duplicates} exact duplicates, "
@@ -408,6 +418,7 @@ def _query(args: argparse.Namespace) -> int:
         nb_per_pack=args.nb_per_split,
         progress=not args.silent,
         stats=stats,
+        requery=args.requery,
     )
     rows = (csv_row(m) for m in matches)
     if args.output_template:
@@ -416,7 +427,7 @@ def _query(args: argparse.Namespace) -> int:
         _write_csv(args.output, csv_columns(), rows)
     _say(
         args,
-        f"pimmi query: {stats.queried} images queried, {stats.matches} matches "
+        f"pimmi query: {stats.queried} images searched, {stats.matches} matches "
         f"({stats.verified_pairs} pairs verified, {time.perf_counter() - t0:.1f} s)",
     )
     return 0
@@ -631,26 +642,32 @@ def _write_csv(path: str | None, header: list[str], rows: Iterable[list]) -> Non
     if path is None:
         w = csv.writer(sys.stdout)
         w.writerow(header)
-        w.writerows(rows)
+        w.writerows(_shown(r) for r in rows)
         sys.stdout.flush()
         return
     tmp = f"{path}.tmp"
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
-        w.writerows(rows)
+        w.writerows(_shown(r) for r in rows)
     os.replace(tmp, path)
+
+
+def _shown(row: list) -> list:
+    """A row with file names that are not UTF-8 escaped (the catalogue keeps them as they are)."""
+    return [shown_path(v) if isinstance(v, str) and not v.isascii() else v for v in row]
 
 
 def _write_packs(template: str, header: list[str], rows: Iterable[list], rows_per_file: int | None) -> None:
     """Files TEMPLATE1.csv, TEMPLATE2.csv ... (PIMMI's naming; a ``{}`` in the template takes the number):
-    ``rows_per_file`` rows each, or one file per pack of query images."""
+    ``rows_per_file`` rows each, or one file per pack of query images. Rows come in pack order and are
+    written as they come."""
     pack_col = header.index("pack_id")
-    rows = sorted(rows, key=lambda r: r[pack_col])  # duplicates' rows come last; packs stay together
     if rows_per_file:
-        files = [rows[i : i + rows_per_file] for i in range(0, len(rows), rows_per_file)]
+        files = (list(g) for _, g in itertools.groupby(enumerate(rows), key=lambda r: r[0] // rows_per_file))
+        files = ([row for _, row in f] for f in files)
     else:
-        files = [list(g) for _, g in itertools.groupby(rows, key=lambda r: r[pack_col])]
+        files = (list(g) for _, g in itertools.groupby(rows, key=lambda r: r[pack_col]))
     for number, file_rows in enumerate(files, start=1):
         name = (
             template.replace("{}", str(number)) if "{}" in template else f"{template.removesuffix('.csv')}{number}.csv"

@@ -8,13 +8,16 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
-import igraph as ig
 import numpy as np
 
 from pimmi.settings import Settings
 from pimmi.workspace import ImageRecord, Workspace
+
+if TYPE_CHECKING:
+    import igraph as ig
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in original pixels
 
@@ -102,8 +105,9 @@ def workspace_links(ws: Workspace) -> list[Link]:
 
 
 def workspace_clusters(ws: Workspace, settings: Settings) -> list[ClusterRow]:
-    """The clusters of the workspace's stored matches: what ``pimmi clusters INDEX_DIR`` writes."""
-    images = {r.id: r for r in ws.images()}
+    """The clusters of the workspace's stored matches: what ``pimmi clusters INDEX_DIR`` writes. Images whose
+    file is gone from its folder are left out, and their matches with them."""
+    images = {r.id: r for r in ws.images("i.status != 'missing'")}
     return clusters(workspace_links(ws), images, settings.nb_match_ransac, settings.algo)
 
 
@@ -163,6 +167,8 @@ def clusters(
     weights: dict[tuple[int, int], int] = {}
     for e in links:
         weights[(e.query, e.result)] = max(e.inliers, weights.get((e.query, e.result), 0))
+    import igraph as ig  # here: igraph imports matplotlib, a second of every command's start otherwise
+
     nodes = sorted({v for e in weights for v in e})
     pos = {v: i for i, v in enumerate(nodes)}
     g = ig.Graph(n=len(nodes), edges=[(pos[q], pos[r]) for q, r in weights], directed=True)
@@ -190,6 +196,8 @@ def _communities(g: ig.Graph, algo: str, seed: int) -> list[list[int]]:
         return list(u.community_multilevel(weights="weight"))
     if algo == "leiden":
         import random
+
+        import igraph as ig
 
         random.seed(seed)  # igraph's Leiden draws from Python's generator
         ig.set_random_number_generator(random)
@@ -246,6 +254,8 @@ def part_clusters(links: list[Link], images: dict[int, ImageRecord]) -> list[Par
                 node = node_of[(image, k)]
                 node_boxes[node].append(box)
                 touches[(image, link)].append(node)
+    import igraph as ig
+
     g = ig.Graph(n=len(node_image))
     g.add_edges([(x, y) for j, (a, _, b, _, _) in enumerate(sides) for x in touches[(a, j)] for y in touches[(b, j)]])
     # igraph's VertexClustering copies its membership list at each access: read it once (with 20k

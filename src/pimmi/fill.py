@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 COMMIT_EVERY_S = 2.0
 ADD_BATCH_IMAGES = 500  # images whose descriptors are added to the index together
+GROWTH_REBUILD = 4  # the index is built anew when the corpus has grown this many times past its training
 
 
 @dataclass
@@ -37,7 +38,9 @@ class FillReport:
     indexed_images: int = 0
     index_type: str = ""
     index_points: int = 0
+    index_update: str = ""  # what the index update did, in words
     seconds: dict[str, float] = field(default_factory=dict)
+    changes: Changes = field(default_factory=lambda: Changes())
 
 
 @dataclass(frozen=True)
@@ -128,9 +131,10 @@ def fill(
         root, paths = added.root, added.paths
         report.listed, report.duplicates, report.extracted = len(paths), added.duplicates, added.extracted
         report.seconds.update(added.seconds)
+        report.changes = added.changes
 
         t0 = time.perf_counter()
-        update_index(ws, settings, progress)
+        report.index_update = update_index(ws, settings, progress)
         report.seconds["index"] = time.perf_counter() - t0
 
         wanted = set(paths)
@@ -143,7 +147,9 @@ def fill(
         report.index_type = ws.get_meta("index_type") or ""
         report.index_points = ws.total_points("indexed = 1")
         ws.finish_run(
-            run_id, {k: v for k, v in report.__dict__.items() if k != "errors"} | {"errors": len(report.errors)}
+            run_id,
+            {k: v for k, v in report.__dict__.items() if k not in ("errors", "changes")}
+            | {"errors": len(report.errors), "changes": vars(report.changes)},
         )
     return report
 
@@ -157,6 +163,17 @@ class Added:
     duplicates: int  # exact duplicates found among the new images
     extracted: int
     seconds: dict[str, float]  # list, hash, extract
+    changes: Changes
+
+
+@dataclass
+class Changes:
+    """What changed in the folder since the catalogue last saw it."""
+
+    missing: int = 0  # files gone (kept in the catalogue, left out of queries and clusters)
+    restored: int = 0  # missing files found again
+    moved: int = 0  # new names of missing files (same content: features and matches kept)
+    changed: int = 0  # files whose content changed in place (extracted again, their matches dropped)
 
 
 def add_images(
@@ -172,14 +189,65 @@ def add_images(
     t0 = time.perf_counter()
     paths = list_images(image_dir)[: nb_img or None]
     root = ws.root_id(image_dir)
+    # A partial listing (nb_img) says nothing of the files it left out: none is missing then.
+    changes, gone = sync_folder(ws, root, paths, settings.nb_threads, complete=nb_img is None)
     ws.register(root, paths)
     t1 = time.perf_counter()
     _digest_new(ws, root, settings.nb_threads, progress)
+    moved = ws.adopt_moved(root)
+    changes.moved, changes.missing = len(moved), len(set(gone) - set(moved))  # moved: found under a new name
     duplicates = ws.mark_duplicates()
     t2 = time.perf_counter()
     extracted = extract_pending(ws, root, settings, executor, progress)
     seconds = {"list": t1 - t0, "hash": t2 - t1, "extract": time.perf_counter() - t2}
-    return Added(root, paths, duplicates, extracted, seconds)
+    for what, n in vars(changes).items():
+        if n:
+            log.info("%d images %s since the last run", n, what)
+    return Added(root, paths, duplicates, extracted, seconds, changes)
+
+
+def sync_folder(ws: Workspace, root: int, paths: list[str], threads: int, complete: bool) -> tuple[Changes, list[int]]:
+    """Bring the catalogue's images of ``root`` up to date with the files listed: gone ones missing, those
+    back restored, those changed in place reset. A file is read again only when its size or time changed.
+    Returns the changes and the images found gone."""
+    known = ws.known_files(root)
+    changes = Changes()
+    if complete:
+        listed = set(paths)
+        gone = [i for p, (i, status, *_) in known.items() if p not in listed and status != "missing"]
+        ws.mark_missing(gone)
+    else:
+        gone = []
+    seen = [(p, known[p]) for p in paths if p in known and known[p][4] is not None]  # hashed before
+    if not seen:
+        return changes, gone
+    folder = ws.root_path(root)
+    full = [os.path.join(folder, p) for p, _ in seen]
+    stats = [_stat(p) for p in full]  # a thread pool costs more than a stat of a cached folder
+    again = [k for k, ((_, (_, _, size, mtime, _)), st) in enumerate(zip(seen, stats)) if st != (size, mtime)]
+    with ThreadPoolExecutor(max(2, threads)) as pool:
+        digests = dict(zip(again, pool.map(lambda k: _stat_and_digest(full[k])[2], again)))
+    touched, restored, changed = [], [], []
+    for k, ((_, (image_id, status, _, _, sha1)), st) in enumerate(zip(seen, stats)):
+        if k in digests and digests[k] != sha1:
+            changed.append(image_id)
+        elif k in digests and st is not None:
+            (restored if status == "missing" else touched).append((image_id, *st))
+        elif status == "missing":
+            restored.append((image_id, *st))
+    ws.touch(touched)
+    ws.restore(restored)
+    ws.reset_changed(changed)
+    changes.restored, changes.changed = len(restored), len(changed)
+    return changes, gone
+
+
+def _stat(path: str) -> tuple[int, float] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime
 
 
 def _digest_new(ws: Workspace, root: int, threads: int, progress: bool) -> None:
@@ -218,28 +286,36 @@ def extract_pending(ws: Workspace, root: int, settings: Settings, executor: Exec
     return done
 
 
-def update_index(ws: Workspace, settings: Settings, progress: bool) -> None:
-    """Add the extracted images not yet indexed; build the index anew when the corpus outgrew its type."""
+def update_index(ws: Workspace, settings: Settings, progress: bool) -> str:
+    """Add the extracted images not yet indexed; build the index anew when the corpus outgrew its type.
+    Returns what was done, in words (logged, and recorded with the fill's run)."""
     new_points = ws.total_points("status = 'ok' AND indexed = 0")
     current = ws.index_path()
     total = ws.total_points("status = 'ok'")
     built_for = int(ws.get_meta("index_built_points") or 0)
+    have = ws.get_meta("index_type")
     wanted = settings.index_type if settings.index_type != "auto" else idx.choose_index_type(total)
-    rebuild = (
-        current is None
-        or (settings.index_type == "auto" and (wanted != ws.get_meta("index_type") and total > 4 * built_for))
-        or (settings.index_type != "auto" and wanted != ws.get_meta("index_type"))
-    )
-    if new_points == 0 and not rebuild:
-        return
+    # Lists trained on a corpus a quarter the size still work (benchmarks/incremental.py --growth); past
+    # that, the lists grow long and the search slows: a new index of the type the corpus now calls for.
+    if current is None:
+        rebuild = "built"
+    elif settings.index_type == "auto" and wanted != have and total > GROWTH_REBUILD * built_for:
+        rebuild = f"rebuilt: {total} descriptors, {total / max(1, built_for):.1f}x those it was trained for"
+    elif settings.index_type != "auto" and wanted != have:
+        rebuild = "rebuilt: another index type was asked"
+    else:
+        rebuild = ""
+    stale = ws.unindexed()
+    if new_points == 0 and not stale and not rebuild:
+        return "unchanged"
     idx.set_threads(settings.nb_threads)
     if rebuild:
         index = idx.create_index(wanted)
         _train(index, ws, settings)
         where = "i.status = 'ok'"
-        ws.set_meta("index_built_points", total)
     else:
         index = idx.load(current)
+        idx.remove_images(index, stale)  # the descriptors of files changed since they were indexed
         where = "i.status = 'ok' AND i.indexed = 0"
     added: list[int] = []
     n_images = ws.count(where.replace("i.", ""))
@@ -257,8 +333,12 @@ def update_index(ws: Workspace, settings: Settings, progress: bool) -> None:
         _add(index, vectors, ids)
     path = ws.next_index_path()
     idx.save(index, path)
-    ws.commit_index(path, added, wanted, rebuilt=rebuild)
-    log.info("index %s: %d descriptors of %d images", wanted, index.ntotal, ws.count("indexed = 1"))
+    ws.commit_index(path, added, wanted, built_for=total if rebuild else None)
+    done = f"{wanted} {rebuild}" if rebuild else f"{wanted}: {len(added)} images added"
+    if stale:
+        done += f", {len(stale)} changed images' old descriptors removed"
+    log.info("index %s (%d descriptors of %d images)", done, index.ntotal, ws.count("indexed = 1"))
+    return done
 
 
 def _add(index, vectors: list[np.ndarray], ids: list[np.ndarray]) -> None:

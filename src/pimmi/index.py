@@ -32,6 +32,15 @@ def unpack_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids >> KEYPOINT_BITS, ids & ((1 << KEYPOINT_BITS) - 1)
 
 
+def remove_images(index: faiss.Index, images: list[tuple[int, int]]) -> int:
+    """Remove the descriptors of ``images`` ((image id, number of descriptors)) from ``index``, in one pass
+    over its lists; returns how many were removed."""
+    if not images:
+        return 0
+    ids = np.concatenate([pack_ids(i, n) for i, n in images])
+    return int(index.remove_ids(faiss.IDSelectorBatch(ids)))
+
+
 def choose_index_type(n_descriptors: int) -> str:
     """A FAISS factory string for this many descriptors.
 

@@ -39,6 +39,7 @@ from PIL import Image
 
 from pimmi.clusters import ClusterRow, box_quad, workspace_clusters
 from pimmi.images import ImageError, decode_rgb
+from pimmi.paths import shown_path
 from pimmi.posts import first_posts
 from pimmi.progress import bar
 from pimmi.settings import Settings
@@ -538,7 +539,7 @@ def write_gexf(rows: list[ProvenanceRow], path: str | Path) -> None:
     """The derivation forest for Gephi: nodes = images, edges = parent -> child with relation and confidence."""
     g = nx.DiGraph()
     for r in rows:
-        g.add_node(str(r.image_id), label=r.path, cluster=r.cluster_id)
+        g.add_node(str(r.image_id), label=shown_path(r.path), cluster=r.cluster_id)
     for r in rows:
         for p in filter(None, r.parent_ids.split(";")):
             g.add_edge(p, str(r.image_id), relation=r.relation, confidence=r.confidence)

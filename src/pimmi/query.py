@@ -9,9 +9,9 @@ best-voted images are verified with RANSAC on one-to-one correspondences.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -88,8 +88,9 @@ def csv_row(m: Match) -> list:
 
 @dataclass
 class QueryStats:
-    queried: int = 0
-    matches: int = 0
+    queried: int = 0  # images searched
+    stored: int = 0  # matches their searches stored
+    matches: int = 0  # rows given out: every match of the folder's images
     candidates: int = 0
     verified_pairs: int = 0
     requeried_descriptors: int = 0
@@ -109,11 +110,14 @@ def query(
     executor: Executor | None = None,
     progress: bool = True,
     stats: QueryStats | None = None,
+    requery: bool = False,
 ) -> Iterator[Match]:
-    """Yield the verified matches of every image under ``image_dir`` against the workspace's index.
+    """Yield the verified matches of every image under ``image_dir`` against the workspace's index, image
+    by image in path order (each image's matches with most inliers first).
 
-    Images already in the workspace are not decoded again; new ones are extracted and kept
-    (not indexed). Matches are also stored in the workspace.
+    Only what the workspace does not hold is computed (``plan_query``), unless ``requery``; images not in
+    the workspace yet are extracted and kept (not indexed). Matches are stored in the workspace, each for
+    both its images.
     """
     stats = stats if stats is not None else QueryStats()
     if not Path(image_dir).is_dir():
@@ -129,83 +133,234 @@ def query(
         try:
             added = add_images(ws, image_dir, settings, executor, nb_img, progress)
             stats.seconds["extract"] += added.seconds["hash"] + added.seconds["extract"]
-            paths = added.paths
-            records = ws.images_by_path(added.root, paths)
-            ordered = [records[p] for p in paths if p in records]
-            idx.set_threads(settings.nb_threads)
-            index = idx.load(index_path)
-            idx.set_nprobe(index, settings.index_nprobe)
+            records = ws.images_by_path(added.root, added.paths)
+            ordered = [records[p] for p in added.paths if p in records]
             run_id = ws.start_run("query", settings.to_dict())
-            # With 2 workers the search thread keeps both cores busy and verification in the main thread
-            # fills the gaps (measured: the pool was 10 % slower); with more, the pool verifies faster.
-            verifier = executor if settings.nb_threads > 2 else None
-            yield from Matcher(ws, index, settings, stats, verifier).run(ordered, nb_per_pack, run_id, progress)
+            plan = plan_query(ws, [r.id for r in ordered], settings, requery)
+            if plan.reason:
+                log.info("querying every image: %s", plan.reason)
+                # Forgotten first, the new settings recorded: an interrupted run resumes where it stopped.
+                ws.forget_queries(plan.search if requery else None)
+                ws.set_meta("match_settings", json.dumps(settings.match_settings(), sort_keys=True))
+            log.info("%d images to query, %d known already", len(plan.search), plan.known)
+            records = {r.id: r for r in ws.images()}
+            changed: set[int] = set()
+            if plan.search:
+                idx.set_threads(settings.nb_threads)
+                index = idx.load(index_path)
+                idx.set_nprobe(index, settings.index_nprobe)
+                # With 2 workers the search thread keeps both cores busy and verification in the main thread
+                # fills the gaps (measured: the pool was 10 % slower); with more, the pool verifies faster.
+                verifier = executor if settings.nb_threads > 2 else None
+                matcher = Matcher(ws, index, settings, stats, verifier, records)
+                matcher.run([records[i] for i in plan.search], run_id, progress)
+                changed = matcher.searched | matcher.touched
+            refresh_duplicates(ws, records, plan.duplicates, changed, run_id)
+            ws.set_meta("match_settings", json.dumps(settings.match_settings(), sort_keys=True))
             ws.finish_run(run_id, asdict(stats))
         finally:
             if owned:
                 executor.close()
+        yield from stored_matches(ws, ordered, records, nb_per_pack, stats)
     finally:
         ws.close()
 
 
+@dataclass(frozen=True)
+class QueryPlan:
+    """What a query computes: the images searched, the exact duplicates whose matches are copied again from
+    their original's, and why everything is searched (empty when only what changed is)."""
+
+    search: list[int]
+    duplicates: list[int]
+    known: int  # images of the folder whose stored matches stand
+    reason: str = ""
+
+
+def plan_query(ws: Workspace, folder: list[int], settings: Settings | None, requery: bool = False) -> QueryPlan:
+    """The images of ``folder`` (ids) whose stored matches do not stand for the current index (and match
+    ``settings``; None: those of the last query).
+
+    An image's matches stand when it was queried with the same match settings against an index that has
+    gained no image since, but images searched now: a verified match is stored for both its images, so
+    the matches of an image with a new one come from the new one's search (which finds the image when it
+    is itself indexed). An exact duplicate's matches are its original's: copied again when those changed
+    (the original searched for it when its own matches do not stand)."""
+    state = {i: rest for i, *rest in ws.query_state()}  # status, indexed, entered, queried, duplicate of
+    stored = ws.get_meta("match_settings")
+    reason = "--requery" if requery else ""
+    if not reason and settings and stored is not None and json.loads(stored) != settings.match_settings():
+        old = json.loads(stored)
+        diff = [f"{k}={old.get(k)!r} (now {v!r})" for k, v in settings.match_settings().items() if old.get(k) != v]
+        reason = "match settings changed since the last query: " + ", ".join(diff)
+    in_folder = [i for i in folder if state[i][0] in ("ok", "duplicate")]
+    new = {i for i in in_folder if state[i][3] is None}
+    results = {i: e or 0 for i, (st, indexed, e, _, _) in state.items() if st == "ok" and indexed}
+    newest = max(results.values(), default=0)
+    newest_not_searched = max((e for i, e in results.items() if i not in new), default=0)
+
+    def stale(i: int) -> bool:
+        queried = state[i][3]
+        if reason or queried is None:
+            return True
+        # A new indexed image found by nobody's search now, or any new one when this image is not
+        # indexed (their searches cannot find it).
+        return queried < (newest_not_searched if i in results else newest)
+
+    search = [i for i in in_folder if state[i][0] == "ok" and stale(i)]
+    searched = set(search)
+    duplicates, originals = [], []
+    for i in in_folder:
+        if state[i][0] != "duplicate" or state[i][4] not in state:
+            continue
+        o = state[i][4]
+        if o not in searched and stale(o) and state[o][0] in ("ok", "missing"):
+            searched.add(o)
+            originals.append(o)  # outside the folder, or gone from it: its features are still there
+        duplicates.append(i)
+    return QueryPlan(search + originals, duplicates, len(in_folder) - len(search), reason)
+
+
+def stored_matches(
+    ws: Workspace, images: list[ImageRecord], records: dict[int, ImageRecord], nb_per_pack: int, stats: QueryStats
+) -> Iterator[Match]:
+    """The stored matches of ``images``, in their order, with the images still there."""
+    for position, rec in enumerate(images):
+        pack = position // max(1, nb_per_pack)
+        for m in ws.stored_matches(rec.id):
+            other = records.get(m["result_id"])
+            if other is None or other.status == "missing":
+                continue
+            stats.matches += 1
+            yield stored_match(m, rec, other, pack)
+
+
+def stored_match(m: dict, q: ImageRecord, r: ImageRecord, pack: int) -> Match:
+    """A stored match as a row of the query CSV."""
+    return Match(
+        pack_id=pack,
+        query_image_id=q.id,
+        result_image_id=r.id,
+        query_path=q.path,
+        result_path=r.path,
+        nb_match_total=m["nb_match_total"],
+        nb_match_ransac=m["nb_match_ransac"],
+        ransac_ratio=m["ransac_ratio"],
+        query_nb_points=q.nb_points or 0,
+        query_width=q.width or 0,
+        query_height=q.height or 0,
+        result_nb_points=r.nb_points or 0,
+        result_width=r.width or 0,
+        result_height=r.height or 0,
+        mirrored=m["mirrored"],
+        query_box=m["query_box"],
+        result_box=m["result_box"],
+        transform=m["transform"],
+    )
+
+
+def refresh_duplicates(
+    ws: Workspace, records: dict[int, ImageRecord], duplicates: list[int], changed: set[int], run_id: int
+) -> None:
+    """Store again the matches of the exact duplicates ``duplicates`` whose original's matches ``changed``
+    in this run (or that have none yet): the original's, with the duplicate on the query side."""
+    for d in duplicates:
+        dup = records[d]
+        orig = records[dup.duplicate_of]
+        if orig.id not in changed and ws.has_queried(d):
+            continue
+        own = [duplicate_match(dup, orig)] + [
+            replace(stored_match(m, dup, records[m["result_id"]], 0), query_image_id=d, query_path=dup.path)
+            for m in ws.stored_matches(orig.id)
+            if m["result_id"] != d and m["result_id"] in records
+        ]
+        ws.clear_matches([d])
+        ws.save_matches((vars(m) for m in own), run_id, both_ways=False)
+        ws.mark_queried([d])
+
+
+def duplicate_match(dup: ImageRecord, o: ImageRecord) -> Match:
+    """The match of an exact duplicate with the image it duplicates: every point."""
+    n = o.nb_points or 0
+    box = (0.0, 0.0, float(o.width or 0), float(o.height or 0))
+    return Match(
+        0, dup.id, o.id, dup.path, o.path, n, n, 1.0, n, o.width or 0, o.height or 0, n, o.width or 0,
+        o.height or 0, False, box, box, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+    )  # fmt: skip
+
+
 class Matcher:
-    def __init__(self, ws: Workspace, index, settings: Settings, stats: QueryStats, executor: Executor | None = None):
-        """``executor``: where candidate pairs are verified; None: in this process."""
+    def __init__(
+        self,
+        ws: Workspace,
+        index,
+        settings: Settings,
+        stats: QueryStats,
+        executor: Executor | None = None,
+        records: dict[int, ImageRecord] | None = None,
+    ):
+        """``executor``: where candidate pairs are verified; None: in this process. ``records``: the
+        catalogue's images, when read already."""
         self.ws, self.index, self.s, self.stats, self.executor = ws, index, settings, stats, executor
         self.searcher = idx.Searcher(index, settings.query_match_max_dist**2)
-        self.records: dict[int, ImageRecord] = {r.id: r for r in ws.images()}
+        self.records: dict[int, ImageRecord] = records if records is not None else {r.id: r for r in ws.images()}
+        # Indexed images a search may find: not those gone from the folder, nor those changed since indexed
+        # (the index holds their old descriptors until the next fill).
+        indexed = ws.query_state()
+        self.findable = np.zeros(max((i for i, *_ in indexed), default=0) + 1, bool)
+        self.findable[[i for i, status, ix, *_ in indexed if status == "ok" and ix]] = True
         self.done: dict[tuple[int, int, bool], PairResult] = {}  # unordered pairs verified so far
         # Shared overlays: whether each side of a pair saw the match as standing on one, and the matches
         # held back until the other side says (a match is refused only when both sides see an overlay).
         self.on_overlay: dict[tuple[int, int], bool] = {}  # (query, result) -> seen from query, until result speaks
         self.held: dict[tuple[int, int], tuple[Match, bool]] = {}  # with: is the other image whole in it
+        self.searched: set[int] = set()
+        self.touched: set[int] = set()  # images that gained matches from others' searches
 
-    def run(self, images: list[ImageRecord], nb_per_pack: int, run_id: int, progress: bool) -> Iterator[Match]:
-        pack_of = {r.id: i // max(1, nb_per_pack) for i, r in enumerate(images)}
-        usable = [r for r in images if r.status == "ok"]
-        dups = [r for r in images if r.status == "duplicate" and r.duplicate_of in self.records]
-        # An exact duplicate has its original's matches: search the original if it is not queried anyway.
-        originals = {r.duplicate_of for r in dups}
-        queried = {r.id for r in usable}
-        extra = [self.records[o] for o in sorted(originals - queried)]
-        of_originals: dict[int, list[Match]] = defaultdict(list)
+    def run(self, images: list[ImageRecord], run_id: int, progress: bool) -> None:
+        """Search ``images`` and store their matches, replacing what their earlier searches stored. A match
+        held for the other image's view of a shared overlay has that image searched too, when nothing
+        else would search it."""
         step = self.s.query_batch_images
-        todo = usable + extra
-        batches = [todo[start : start + step] for start in range(0, len(todo), step)]
+        batches = [images[start : start + step] for start in range(0, len(images), step)]
+        self.searched.update(r.id for r in images)
         # The next batch is searched while this one is verified: the search runs in FAISS and numpy,
         # which let go of the GIL; verification is mostly Python. One batch ahead: two searched at once
         # oversubscribe 2 cores (measured 12 % slower).
-        with bar(len(todo), "querying", progress) as pbar, ThreadPoolExecutor(1) as searching:
+        with bar(len(images), "querying", progress) as pbar, ThreadPoolExecutor(1) as searching:
             ahead = self._search_soon(searching, batches, 0)
-            for i, batch in enumerate(batches):
+            i = 0
+            while i < len(batches):
                 found = ahead.result()
                 ahead = self._search_soon(searching, batches, i + 1)
                 self.stats.seconds["search"] += found.seconds
                 self.stats.requeried_descriptors += found.requeried
-                matches = self._verify_batch(batch, found, pack_of)
+                matches = self._verify_batch(batches[i], found)
                 if i == len(batches) - 1:
-                    matches += self._release_held()
-                for m in matches:
-                    if m.query_image_id in originals:
-                        of_originals[m.query_image_id].append(m)
-                matches = [m for m in matches if m.query_image_id in queried]
-                yield from self._emit(matches, [r.id for r in batch if r.id in queried], run_id)
-                pbar.update(len(batch))
-        for dup in dups:
-            orig = self.records[dup.duplicate_of]
-            own = [self._duplicate(dup, pack_of[dup.id])] + [
-                replace(m, pack_id=pack_of[dup.id], query_image_id=dup.id, query_path=dup.path)
-                for m in of_originals[orig.id]
-                if m.result_image_id != dup.id
-            ]
-            yield from self._emit(own, [dup.id], run_id)
+                    partners = self._unsearched_partners()
+                    if partners:
+                        self.searched.update(r.id for r in partners)
+                        batches += [partners[start : start + step] for start in range(0, len(partners), step)]
+                        pbar.total += len(partners)
+                        ahead = self._search_soon(searching, batches, i + 1)
+                    else:
+                        matches += self._release_held()
+                self._emit(matches, [r.id for r in batches[i]], run_id)
+                pbar.update(len(batches[i]))
+                i += 1
 
-    def _emit(self, matches: list[Match], query_ids: list[int], run_id: int) -> list[Match]:
+    def _unsearched_partners(self) -> list[ImageRecord]:
+        """The other images of held matches that no search of this run has spoken for."""
+        ids = sorted({r for _, r in self.held if r not in self.searched and self.findable[r]})
+        return [self.records[r] for r in ids]
+
+    def _emit(self, matches: list[Match], query_ids: list[int], run_id: int) -> None:
         self.ws.clear_matches(query_ids)
         self.ws.save_matches((vars(m) for m in matches), run_id)  # vars: no deep copy, unlike asdict
+        self.ws.mark_queried(query_ids)
+        self.touched.update(m.result_image_id for m in matches)
         self.stats.queried += len(query_ids)
-        self.stats.matches += len(matches)
-        return matches
+        self.stats.stored += len(matches)
 
     # -- search
     def _search_soon(self, pool: ThreadPoolExecutor, batches: list[list[ImageRecord]], i: int) -> Future | None:
@@ -223,12 +378,12 @@ class Matcher:
         q_rows, r_ids, dist, requeried = self._neighbours(q)
         return _Found(feats, q, q_rows, r_ids, dist, time.perf_counter() - t0, requeried)
 
-    def _verify_batch(self, batch: list[ImageRecord], found: _Found, pack_of: dict[int, int]) -> list[Match]:
+    def _verify_batch(self, batch: list[ImageRecord], found: _Found) -> list[Match]:
         t0 = time.perf_counter()
         feats, q, q_rows = found.feats, found.queries, found.rows
         r_img, r_kp = idx.unpack_ids(found.ids)
         q_img = q.image[q_rows]
-        keep = r_img != q_img  # an image is not its own copy
+        keep = (r_img != q_img) & self.findable[r_img]  # an image is not its own copy
         q_rows, r_img, r_kp, dist = q_rows[keep], r_img[keep], r_kp[keep], found.dist[keep]
         pairs = _candidate_pairs(q.local[q_rows], q.mirrored[q_rows], r_img, q.kp[q_rows], self.s)
         self.stats.candidates += len(pairs)
@@ -267,7 +422,7 @@ class Matcher:
             if pair is None:
                 continue
             seen = pair.towards(job.query.id)
-            m = self._match(job.query, job.result, seen, pack_of.get(job.query.id, 0))
+            m = self._match(job.query, job.result, seen)
             key = (job.query.id, job.result.id)
             if key not in best or m.nb_match_ransac > best[key][0].nb_match_ransac:
                 group = position[job.query.id] * 2 + job.mirrored
@@ -397,9 +552,9 @@ class Matcher:
         return q_rows, ids, dist, requeried
 
     # -- rows
-    def _match(self, q: ImageRecord, r: ImageRecord, pair: PairResult, pack: int) -> Match:
+    def _match(self, q: ImageRecord, r: ImageRecord, pair: PairResult) -> Match:
         return Match(
-            pack_id=pack,
+            pack_id=0,
             query_image_id=q.id,
             result_image_id=r.id,
             query_path=q.path,
@@ -417,32 +572,6 @@ class Matcher:
             query_box=pair.query_box,
             result_box=pair.result_box,
             transform=tuple(round(float(x), 6) for x in pair.transform[:2].ravel()),
-        )
-
-    def _duplicate(self, dup: ImageRecord, pack: int) -> Match:
-        """The match of an exact duplicate with the image it duplicates: every point."""
-        o = self.records[dup.duplicate_of]
-        n = o.nb_points or 0
-        box = (0.0, 0.0, float(o.width or 0), float(o.height or 0))
-        return Match(
-            pack,
-            dup.id,
-            o.id,
-            dup.path,
-            o.path,
-            n,
-            n,
-            1.0,
-            n,
-            o.width or 0,
-            o.height or 0,
-            n,
-            o.width or 0,
-            o.height or 0,
-            False,
-            box,
-            box,
-            (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
         )
 
 

@@ -182,6 +182,12 @@ class Settings:
         """The settings that change the extracted features: a workspace is bound to them."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["group"] == "sift"}
 
+    def match_settings(self) -> dict[str, Any]:
+        """The settings that change which matches a query finds: stored matches found with others are
+        computed again."""
+        names = [f.name for f in fields(self) if f.metadata["group"] == "query" and f.name != "query_batch_images"]
+        return {n: getattr(self, n) for n in ["index_nprobe", *names]}
+
 
 # Extraction settings added after workspaces were first written, with the value those workspaces used.
 LEGACY_FEATURE_SETTINGS: dict[str, Any] = {"sift_oversample": 1.0, "sift_grid_tiles": False}

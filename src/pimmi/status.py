@@ -42,6 +42,7 @@ def workspace_status(directory: str | Path) -> dict[str, Any]:
                 "(SELECT MAX(id) FROM runs WHERE command = r.command) ORDER BY started"
             )
         ]
+        out["next_query"] = _next_query(ws)
         out["feature_settings"] = ws.feature_settings()
     return out
 
@@ -64,6 +65,16 @@ def _index(ws: Workspace) -> dict[str, Any]:
             info["lists"] = ivf.nlist
             info["list_imbalance"] = round(float(ivf.invlists.imbalance_factor()), 3)
     return info
+
+
+def _next_query(ws: Workspace) -> dict[str, int]:
+    """What a query of the catalogue's images (those still there) would compute, with the last query's
+    settings."""
+    from pimmi.query import plan_query
+
+    images = [i for i, status, *_ in ws.query_state() if status != "missing"]
+    plan = plan_query(ws, images, None)
+    return {"search": len(plan.search), "up_to_date": plan.known}
 
 
 def _iso(t: float) -> str:
@@ -89,6 +100,8 @@ def status_text(s: dict[str, Any]) -> str:
     else:
         lines.append("  index: none yet")
     lines.append(f"  matches: {s['matches']}; posts: {s['posts']}; review marks: {s['review_marks']}")
+    nq = s["next_query"]
+    lines.append(f"  next query: {nq['search']} images to search, {nq['up_to_date']} up to date")
     for r in s["last_runs"]:
         took = f"{r['seconds']} s" if r["finished"] else "did not finish (interrupted, or running)"
         lines.append(f"  last {r['command']}: {r['started']}, {took}")

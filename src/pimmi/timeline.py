@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from pimmi.clusters import ClusterRow
+from pimmi.paths import shown_path
 from pimmi.posts import post_rows, to_iso
 from pimmi.provenance import ProvenanceRow
 from pimmi.workspace import Workspace
@@ -172,7 +173,7 @@ def timeline_figure(plt, cp: ClusterPosts, root: int | None, paths: dict[int, st
                 counts[day_index[to_iso(p[0])[:10]]] += 1
         if not any(counts):
             continue
-        label = "other images" if image is None else os.path.basename(paths.get(image, str(image)))
+        label = "other images" if image is None else shown_path(os.path.basename(paths.get(image, str(image))))
         if image is not None and image == root:
             label += " (likely original)"
         ax.bar(x, counts, bottom=bottom, label=label, width=0.9)

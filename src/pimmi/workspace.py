@@ -27,10 +27,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pimmi.paths import read_path, stored_path
 from pimmi.settings import LEGACY_FEATURE_SETTINGS
 from pimmi.sift import Features, repeated_keypoints
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 CATALOGUE = "pimmi.sqlite"
 
 SCHEMA = """
@@ -51,6 +52,8 @@ CREATE TABLE IF NOT EXISTS images (
     error TEXT,
     duplicate_of INTEGER,
     indexed INTEGER NOT NULL DEFAULT 0,
+    indexed_gen INTEGER,
+    queried_gen INTEGER,
     UNIQUE (root_id, path)
 );
 CREATE INDEX IF NOT EXISTS images_sha1 ON images (sha1);
@@ -71,7 +74,12 @@ CREATE TABLE IF NOT EXISTS matches (
     result_box TEXT NOT NULL,
     transform TEXT NOT NULL,
     run_id INTEGER,
+    derived INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (query_id, result_id)
+);
+CREATE TABLE IF NOT EXISTS unindexed (
+    image_id INTEGER PRIMARY KEY,
+    nb_points INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS reviews (
     kind TEXT NOT NULL,
@@ -106,6 +114,13 @@ CREATE TABLE IF NOT EXISTS runs (
     stats TEXT
 );
 """
+
+
+# The status a missing image returns to when its file is found again.
+_RESTORED = (
+    "(CASE WHEN EXISTS (SELECT 1 FROM features f WHERE f.image_id = images.id) THEN 'ok' "
+    "WHEN duplicate_of IS NOT NULL THEN 'duplicate' WHEN error IS NOT NULL THEN 'error' ELSE 'pending' END)"
+)
 
 
 class WorkspaceError(Exception):
@@ -218,13 +233,14 @@ class Workspace:
         version = self.get_meta("schema_version")
         if version is None:
             self.set_meta("schema_version", SCHEMA_VERSION)
-        elif int(version) == 1:
-            self._migrate_from_1()
-        elif int(version) in (2, 3):
-            # 3 added the reviews table, 4 the posts and post_images tables: created above
-            self.set_meta("schema_version", SCHEMA_VERSION)
-        elif int(version) != SCHEMA_VERSION:
+            return
+        if int(version) > SCHEMA_VERSION:
             raise WorkspaceError(f"{db}: schema version {version}, this pimmi reads version {SCHEMA_VERSION}")
+        if int(version) == 1:
+            self._migrate_from_1()
+        # 3 added the reviews table, 4 the posts and post_images tables: created above
+        if int(version) < 5:
+            self._migrate_to_5()
 
     def close(self) -> None:
         self.db.close()
@@ -242,7 +258,24 @@ class Workspace:
                     flags = _pack_bool(repeated_keypoints(_points(xy), _descriptors(desc)))
                     db.execute("UPDATE features SET repeated = ? WHERE image_id = ?", (flags, image_id))
                 last = rows[-1][0]
-            self.set_meta("schema_version", SCHEMA_VERSION)  # the tables of 3 and 4 are created already
+            self.set_meta("schema_version", 2)
+
+    def _migrate_to_5(self) -> None:
+        """Version 5 records which index generation each image entered and was queried against (so that a
+        query computes only what changed), which matches were derived from the other image's query, and
+        the descriptors left in the index by files changed since. Images indexed before are of the current
+        generation; none counts as queried: the first query after the migration queries them all."""
+        with self.transaction() as db:
+            for table, column in (
+                ("images", "indexed_gen INTEGER"),
+                ("images", "queried_gen INTEGER"),
+                ("matches", "derived INTEGER NOT NULL DEFAULT 0"),
+            ):
+                if column.split()[0] not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+            gen = int(self.get_meta("index_generation") or 0)
+            db.execute("UPDATE images SET indexed_gen = ? WHERE indexed = 1", (gen,))
+            self.set_meta("schema_version", SCHEMA_VERSION)
 
     def __enter__(self) -> Workspace:
         return self
@@ -293,14 +326,20 @@ class Workspace:
 
     # -- images
     def root_id(self, root: str | Path) -> int:
-        path = str(Path(root).resolve())
+        path = stored_path(str(Path(root).resolve()))
         self.db.execute("INSERT OR IGNORE INTO roots (path) VALUES (?)", (path,))
         return self.db.execute("SELECT id FROM roots WHERE path = ?", (path,)).fetchone()[0]
+
+    def root_path(self, root_id: int) -> str:
+        return read_path(self.db.execute("SELECT path FROM roots WHERE id = ?", (root_id,)).fetchone()[0])
 
     def register(self, root_id: int, paths: Sequence[str]) -> None:
         """Add paths not yet in the catalogue; ids follow the (sorted) order given."""
         with self.transaction() as db:
-            db.executemany("INSERT OR IGNORE INTO images (root_id, path) VALUES (?, ?)", ((root_id, p) for p in paths))
+            db.executemany(
+                "INSERT OR IGNORE INTO images (root_id, path) VALUES (?, ?)",
+                ((root_id, stored_path(p)) for p in paths),
+            )
 
     def images(self, where: str = "1", params: Sequence[Any] = ()) -> list[ImageRecord]:
         rows = self.db.execute(
@@ -308,11 +347,84 @@ class Workspace:
             f"i.duplicate_of FROM images i JOIN roots r ON r.id = i.root_id WHERE {where} ORDER BY i.id",
             params,
         ).fetchall()
-        return [ImageRecord(*row) for row in rows]
+        return [ImageRecord(i, read_path(p), read_path(root), *rest) for i, p, root, *rest in rows]
 
     def images_by_path(self, root_id: int, paths: Iterable[str]) -> dict[str, ImageRecord]:
         wanted = set(paths)
         return {r.path: r for r in self.images("i.root_id = ?", (root_id,)) if r.path in wanted}
+
+    def known_files(self, root_id: int) -> dict[str, tuple[int, str, int | None, float | None, str | None]]:
+        """path -> (id, status, size, mtime, sha1) of the catalogue's images of ``root_id``."""
+        rows = self.db.execute("SELECT path, id, status, size, mtime, sha1 FROM images WHERE root_id = ?", (root_id,))
+        return {read_path(p): (i, st, size, mtime, sha1) for p, i, st, size, mtime, sha1 in rows}
+
+    def mark_missing(self, image_ids: Sequence[int]) -> None:
+        """Files gone from their folder: kept in the catalogue (features, matches, marks), left out of
+        queries and clusters until they come back."""
+        with self.transaction() as db:
+            db.executemany("UPDATE images SET status = 'missing' WHERE id = ?", ((i,) for i in image_ids))
+
+    def restore(self, rows: Iterable[tuple[int, int, float]]) -> None:
+        """rows: (id, size, mtime) of missing files found again with the same content."""
+        with self.transaction() as db:
+            db.executemany(
+                f"UPDATE images SET status = {_RESTORED}, size = ?, mtime = ? WHERE id = ?",
+                ((size, mtime, i) for i, size, mtime in rows),
+            )
+
+    def touch(self, rows: Iterable[tuple[int, int, float]]) -> None:
+        """rows: (id, size, mtime) of files whose time changed but not their content."""
+        with self.transaction() as db:
+            db.executemany("UPDATE images SET size = ?, mtime = ? WHERE id = ?", ((s, m, i) for i, s, m in rows))
+
+    def reset_changed(self, image_ids: Sequence[int]) -> None:
+        """Files changed in place: their features and matches are dropped, they are hashed and extracted
+        again (their exact duplicates too); the descriptors the index holds of them are removed at its next
+        update. Marks and posts stay with the file."""
+        with self.transaction() as db:
+            for i in image_ids:
+                db.execute(
+                    "INSERT OR REPLACE INTO unindexed (image_id, nb_points) "
+                    "SELECT id, COALESCE(nb_points, 0) FROM images WHERE id = ? AND indexed = 1",
+                    (i,),
+                )
+                dups = [d for (d,) in db.execute("SELECT id FROM images WHERE duplicate_of = ?", (i,))]
+                for d in dups:
+                    db.execute("DELETE FROM matches WHERE query_id = ? OR result_id = ?", (d, d))
+                    db.execute(
+                        "UPDATE images SET status = 'pending', duplicate_of = NULL, queried_gen = NULL WHERE id = ?",
+                        (d,),
+                    )
+                db.execute("DELETE FROM features WHERE image_id = ?", (i,))
+                db.execute("DELETE FROM matches WHERE query_id = ? OR result_id = ?", (i, i))
+                db.execute(
+                    "UPDATE images SET status = 'pending', size = NULL, mtime = NULL, sha1 = NULL, width = NULL, "
+                    "height = NULL, scale = NULL, nb_points = NULL, error = NULL, duplicate_of = NULL, indexed = 0, "
+                    "indexed_gen = NULL, queried_gen = NULL WHERE id = ?",
+                    (i,),
+                )
+
+    def adopt_moved(self, root_id: int) -> list[int]:
+        """New files of ``root_id`` whose content is that of a missing image are that image, moved or renamed:
+        it takes their path and keeps its features, matches, marks and posts. Returns the images moved."""
+        pairs = self.db.execute(
+            "SELECT n.id, n.path, n.size, n.mtime, (SELECT MIN(m.id) FROM images m WHERE m.sha1 = n.sha1 "
+            "AND m.status = 'missing') FROM images n WHERE n.root_id = ? AND n.status = 'pending' "
+            "AND n.sha1 IS NOT NULL ORDER BY n.id",
+            (root_id,),
+        ).fetchall()
+        moved: dict[int, None] = {}  # in order
+        with self.transaction() as db:
+            for new, path, size, mtime, old in pairs:
+                if old is None or old in moved:
+                    continue
+                moved[old] = None
+                db.execute("DELETE FROM images WHERE id = ?", (new,))
+                db.execute(
+                    f"UPDATE images SET root_id = ?, path = ?, size = ?, mtime = ?, status = {_RESTORED} WHERE id = ?",
+                    (root_id, path, size, mtime, old),
+                )
+        return list(moved)
 
     def set_digests(self, rows: Iterable[tuple[int, int, float, str | None, str | None]]) -> None:
         """rows: (image id, size, mtime, sha1 or None, error or None)."""
@@ -332,9 +444,9 @@ class Workspace:
             cur = db.execute(
                 """UPDATE images SET status='duplicate', duplicate_of=(
                        SELECT MIN(o.id) FROM images o WHERE o.sha1 = images.sha1 AND o.id < images.id
-                         AND o.status != 'error')
+                         AND o.status NOT IN ('error', 'missing'))
                    WHERE status='pending' AND sha1 IS NOT NULL AND EXISTS (SELECT 1 FROM images o
-                       WHERE o.sha1 = images.sha1 AND o.id < images.id AND o.status != 'error')"""
+                       WHERE o.sha1 = images.sha1 AND o.id < images.id AND o.status NOT IN ('error', 'missing'))"""
             )
             return cur.rowcount
 
@@ -423,19 +535,32 @@ class Workspace:
         generation = int(self.get_meta("index_generation") or 0) + 1
         return self.dir / f"index-{generation:06d}.faiss"
 
-    def commit_index(self, path: Path, image_ids: Sequence[int], index_type: str, rebuilt: bool) -> None:
-        """Make ``path`` the current index and mark ``image_ids`` as in it, in one transaction."""
+    def commit_index(self, path: Path, image_ids: Sequence[int], index_type: str, built_for: int | None = None) -> None:
+        """Make ``path`` the current index and mark ``image_ids`` as in it, in one transaction; ``built_for``:
+        the index was built anew, trained for this many descriptors (it holds ``image_ids`` only)."""
         old = self.index_path()
         with self.transaction() as db:
-            if rebuilt:
+            generation = int(path.stem.split("-")[1])
+            if built_for is not None:
                 db.execute("UPDATE images SET indexed = 0")
-            db.executemany("UPDATE images SET indexed = 1 WHERE id = ?", ((i,) for i in image_ids))
+                self.set_meta("index_built_points", built_for)
+            # An image keeps the generation it first entered the index at, through rebuilds: what a query
+            # must look for again is the images new since it ran, not those the index was trained anew with.
+            db.executemany(
+                "UPDATE images SET indexed = 1, indexed_gen = COALESCE(indexed_gen, ?) WHERE id = ?",
+                ((generation, i) for i in image_ids),
+            )
+            db.execute("DELETE FROM unindexed")
             self.set_meta("index_file", path.name)
-            self.set_meta("index_generation", int(path.stem.split("-")[1]))
+            self.set_meta("index_generation", generation)
             self.set_meta("index_type", index_type)
         if old and old != path:
             old.unlink(missing_ok=True)
         self.remove_stray_index_files()
+
+    def unindexed(self) -> list[tuple[int, int]]:
+        """(image id, number of descriptors) of images whose old descriptors the index still holds."""
+        return self.db.execute("SELECT image_id, nb_points FROM unindexed ORDER BY image_id").fetchall()
 
     def remove_stray_index_files(self) -> None:
         """Index files a killed process wrote but never committed."""
@@ -445,31 +570,74 @@ class Workspace:
                 p.unlink(missing_ok=True)
 
     # -- matches
-    def save_matches(self, rows: Iterable[dict[str, Any]], run_id: int | None) -> None:
-        with self.transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO matches (query_id, result_id, mirrored, nb_match_total, nb_match_ransac, "
-                "ransac_ratio, query_box, result_box, transform, run_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    (
-                        r["query_image_id"],
-                        r["result_image_id"],
-                        int(r["mirrored"]),
-                        r["nb_match_total"],
-                        r["nb_match_ransac"],
-                        r["ransac_ratio"],
-                        json.dumps(r["query_box"]),
-                        json.dumps(r["result_box"]),
-                        json.dumps(r["transform"]),
-                        run_id,
-                    )
-                    for r in rows
-                ),
+    def save_matches(self, rows: Iterable[dict[str, Any]], run_id: int | None, both_ways: bool = True) -> None:
+        """Store matches found by querying their query image; ``both_ways``: each also for its result image,
+        seen from there (a verified match is symmetric), unless that image's own query stored one."""
+        own, derived = [], []
+        for r in rows:
+            row = (
+                r["query_image_id"],
+                r["result_image_id"],
+                int(r["mirrored"]),
+                r["nb_match_total"],
+                r["nb_match_ransac"],
+                r["ransac_ratio"],
+                json.dumps(r["query_box"]),
+                json.dumps(r["result_box"]),
+                json.dumps(r["transform"]),
+                run_id,
             )
+            own.append(row)
+            if both_ways:
+                derived.append(_reversed(row))
+        columns = "query_id, result_id, mirrored, nb_match_total, nb_match_ransac, ransac_ratio, query_box, "
+        columns += "result_box, transform, run_id, derived"
+        with self.transaction() as db:
+            db.executemany(f"INSERT OR REPLACE INTO matches ({columns}) VALUES (?,?,?,?,?,?,?,?,?,?,0)", own)
+            db.executemany(f"INSERT OR IGNORE INTO matches ({columns}) VALUES (?,?,?,?,?,?,?,?,?,?,1)", derived)
 
     def clear_matches(self, query_ids: Sequence[int]) -> None:
+        """Forget what the queries of ``query_ids`` stored: their own matches and those derived from them."""
         with self.transaction() as db:
-            db.executemany("DELETE FROM matches WHERE query_id = ?", ((i,) for i in query_ids))
+            db.executemany("DELETE FROM matches WHERE query_id = ? AND derived = 0", ((i,) for i in query_ids))
+            db.executemany("DELETE FROM matches WHERE result_id = ? AND derived = 1", ((i,) for i in query_ids))
+
+    def mark_queried(self, image_ids: Sequence[int]) -> None:
+        """``image_ids`` were queried against the current index."""
+        gen = int(self.get_meta("index_generation") or 0)
+        with self.transaction() as db:
+            db.executemany("UPDATE images SET queried_gen = ? WHERE id = ?", ((gen, i) for i in image_ids))
+
+    def forget_queries(self, image_ids: Sequence[int] | None = None) -> None:
+        """``image_ids`` (None: every image) no longer count as queried: the next query searches them (and
+        replaces their matches then)."""
+        with self.transaction() as db:
+            if image_ids is None:
+                db.execute("UPDATE images SET queried_gen = NULL")
+            else:
+                db.executemany("UPDATE images SET queried_gen = NULL WHERE id = ?", ((i,) for i in image_ids))
+
+    def query_state(self) -> list[tuple[int, str, bool, int | None, int | None, int | None]]:
+        """(id, status, indexed, index generation it entered at, generation it was queried against, image it
+        duplicates) of every image."""
+        rows = self.db.execute(
+            "SELECT id, status, indexed, indexed_gen, queried_gen, duplicate_of FROM images ORDER BY id"
+        ).fetchall()
+        return [(i, st, bool(ix), g, q, d) for i, st, ix, g, q, d in rows]
+
+    def stored_matches(self, query_id: int) -> list[dict[str, Any]]:
+        """The stored matches of ``query_id`` towards others (its own and those derived from theirs), most
+        inliers first."""
+        rows = self.db.execute(
+            "SELECT query_id, result_id, mirrored, nb_match_total, nb_match_ransac, query_box, result_box, "
+            "transform, ransac_ratio FROM matches WHERE query_id = ? ORDER BY nb_match_ransac DESC, result_id",
+            (query_id,),
+        ).fetchall()
+        return [_match_dict(row[:8]) | {"ransac_ratio": row[8]} for row in rows]
+
+    def has_queried(self, image_id: int) -> bool:
+        row = self.db.execute("SELECT queried_gen FROM images WHERE id = ?", (image_id,)).fetchone()
+        return row is not None and row[0] is not None
 
     def match_links(self) -> list[tuple[int, int, int, tuple | None, tuple | None, tuple | None]]:
         """(query id, result id, inliers, query box, result box, transform) of every stored match, but those a
@@ -574,6 +742,14 @@ def seen_from(match: dict[str, Any], a: int) -> tuple[np.ndarray, tuple, tuple]:
     if match["query_id"] == a:
         return T, match["query_box"], match["result_box"]
     return cv2.invertAffineTransform(T), match["result_box"], match["query_box"]
+
+
+def _reversed(row: tuple) -> tuple:
+    """A match row seen from its result image: sides, regions and transform swapped."""
+    q, r, mirrored, total, inliers, ratio, qb, rb, transform, run_id = row
+    T = cv2.invertAffineTransform(np.array(json.loads(transform), np.float64).reshape(2, 3))
+    inverse = json.dumps([round(float(x), 6) for x in T.ravel()])
+    return r, q, mirrored, total, inliers, ratio, rb, qb, inverse, run_id
 
 
 def _match_dict(row: Sequence[Any]) -> dict[str, Any]:

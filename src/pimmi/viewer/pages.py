@@ -11,6 +11,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
+from pimmi.paths import shown_path
+
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 PAGE_SIZE = 60  # cluster cards per page
@@ -123,7 +125,8 @@ def to_json(value: Any) -> Markup:
 
 
 def render(name: str, links: ServerLinks, **context: Any) -> str:
-    return environment().get_template(name).render(links=links, **context)
+    """A page; file names that are not UTF-8 are shown escaped (\\xNN)."""
+    return shown_path(environment().get_template(name).render(links=links, **context))
 
 
 def page_of(items: list, page: int) -> tuple[list, int]:

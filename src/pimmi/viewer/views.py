@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 import tempfile
@@ -20,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from pimmi import thumbnails
+from pimmi.paths import shown_path
 from pimmi.provenance import overlay
 from pimmi.timeline import timeline_svg
 from pimmi.viewer import model
@@ -42,6 +44,13 @@ def _id(request: Request, name: str) -> int:
         return int(value)
     except ValueError:
         raise HTTPException(400, f"{name} must be a whole number, not {value!r}") from None
+
+
+class AsciiJSON(JSONResponse):
+    """JSON with every non-ASCII character escaped: a file name that is not UTF-8 travels as its escapes."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def _html(name: str, request: Request, **context: Any) -> HTMLResponse:
@@ -104,7 +113,7 @@ def clusters_json(request: Request) -> JSONResponse:
     except ValueError:
         raise HTTPException(400, "offset and limit must be whole numbers") from None
     body = [c.summary() for c in found[max(0, offset) : max(0, offset) + max(0, limit)]]
-    return JSONResponse(body, headers={"X-Total-Count": str(len(found))})
+    return AsciiJSON(body, headers={"X-Total-Count": str(len(found))})
 
 
 def clusters_csv(request: Request) -> Response:
@@ -129,7 +138,9 @@ def clusters_csv(request: Request) -> Response:
             ]
         )
     return Response(
-        buf.getvalue(), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="clusters.csv"'}
+        shown_path(buf.getvalue()),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="clusters.csv"'},
     )
 
 
@@ -165,7 +176,7 @@ def cluster_html(request: Request) -> HTMLResponse:
 
 
 def cluster_json(request: Request) -> JSONResponse:
-    return JSONResponse(_cluster_page(request))
+    return AsciiJSON(_cluster_page(request))
 
 
 def cluster_derivation(request: Request) -> JSONResponse:
@@ -173,7 +184,7 @@ def cluster_derivation(request: Request) -> JSONResponse:
     null. Computed on demand (the cues read the images: ~10 ms each)."""
     cluster_id = _id(request, "cluster_id")
     build = lambda ws, snap, v: model.derivation(ws, snap, cluster_id, v.settings)  # noqa: E731
-    return JSONResponse(_built(request, build, f"no cluster {cluster_id}"))
+    return AsciiJSON(_built(request, build, f"no cluster {cluster_id}"))
 
 
 def cluster_graph_file(request: Request) -> Response:
@@ -187,7 +198,7 @@ def cluster_graph_file(request: Request) -> Response:
         g.add_node(str(n["id"]), label=n["path"], copy=n["copy"], x=n["x"], y=n["y"])
     for e in page["edges"]:
         g.add_edge(str(e["source"]), str(e["target"]), weight=e["inliers"], review=e["review"] or "")
-    text = "\n".join(nx.generate_gexf(g) if fmt == "gexf" else nx.generate_graphml(g))
+    text = shown_path("\n".join(nx.generate_gexf(g) if fmt == "gexf" else nx.generate_graphml(g)))
     name = f"cluster-{page['cluster']['cluster_id']}.{fmt}"
     return Response(
         text, media_type="application/xml", headers={"Content-Disposition": f'attachment; filename="{name}"'}
@@ -222,7 +233,7 @@ def cluster_zip(request: Request) -> Response:
         for m in page["members"]:
             path = thumbnails.safe_path(snap.records[m["id"]])
             if path is not None:
-                z.write(path, f"cluster-{cid}/{m['path']}")
+                z.write(path, shown_path(f"cluster-{cid}/{m['path']}"))
     return FileResponse(
         tmp, media_type="application/zip", filename=f"cluster-{cid}.zip", background=BackgroundTask(os.unlink, tmp)
     )
@@ -240,7 +251,7 @@ def pair_html(request: Request) -> HTMLResponse:
 
 
 def pair_json(request: Request) -> JSONResponse:
-    return JSONResponse(_pair_page(request))
+    return AsciiJSON(_pair_page(request))
 
 
 def pair_overlay(request: Request) -> Response:
@@ -280,7 +291,7 @@ def image_html(request: Request) -> HTMLResponse:
 
 
 def image_json(request: Request) -> JSONResponse:
-    return JSONResponse(_image_page(request))
+    return AsciiJSON(_image_page(request))
 
 
 def _record(snap: model.Snapshot, image_id: int) -> ImageRecord:
@@ -347,7 +358,7 @@ async def review_match(request: Request) -> JSONResponse:
         if ws.match_between(a, b) is None:
             raise HTTPException(404, f"no verified match between images {a} and {b}")
         ws.set_match_review(a, b, verdict)
-    return JSONResponse({"a": a, "b": b, "verdict": verdict})
+    return AsciiJSON({"a": a, "b": b, "verdict": verdict})
 
 
 async def review_cluster(request: Request) -> JSONResponse:
@@ -362,13 +373,13 @@ async def review_cluster(request: Request) -> JSONResponse:
         raise HTTPException(404, f"no cluster {cluster_id}")
     with viewer.catalogue(writes=True) as ws:
         ws.set_cluster_review(c.images, verdict)
-    return JSONResponse({"cluster_id": cluster_id, "verdict": verdict, "images": c.images})
+    return AsciiJSON({"cluster_id": cluster_id, "verdict": verdict, "images": c.images})
 
 
 # -- errors
 async def error_page(request: Request, exc: HTTPException) -> Response:
     if request.url.path.startswith("/api/"):
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        return AsciiJSON({"error": exc.detail}, status_code=exc.status_code)
     text = render("error.html", LINKS, workspace=str(_viewer(request).dir), status=exc.status_code, message=exc.detail)
     return HTMLResponse(text, status_code=exc.status_code)
 
