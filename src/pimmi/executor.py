@@ -1,4 +1,4 @@
-"""Where parallel work runs: one small interface, so that a Dask client can stand in for the local pool.
+"""Where parallel work runs: one small interface, the local process pool or a Dask cluster behind it.
 
 A stage hands an ``Executor`` a picklable module-level function and an iterable of work
 items, and reads the results back in the order of the items.
@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
+import itertools
 import multiprocessing
 import multiprocessing.pool
 import os
 import signal
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, TypeVar
 
@@ -91,3 +94,75 @@ class ProcessExecutor:
 
 def local_executor(workers: int) -> Executor:
     return SerialExecutor() if workers <= 1 else ProcessExecutor(workers)
+
+
+def executor_for(scheduler: str, workers: int) -> Executor:
+    """A Dask cluster's executor when ``scheduler`` names one (Dask is imported only then), else the local
+    pool of ``workers`` processes."""
+    return DaskExecutor(scheduler) if scheduler else local_executor(workers)
+
+
+class DaskExecutor:
+    """Tasks on a Dask distributed cluster. Each task runs ``fn`` on a batch of items (``chunksize``: a task
+    costs ~1 ms of scheduling, a small image's extraction); results come back in the items' order, with a
+    few tasks per worker in flight, so that a long stage holds little in memory. A task whose worker is lost
+    runs again elsewhere (Dask's own rule), and one that raises is tried twice more."""
+
+    def __init__(self, scheduler: str):
+        try:
+            from distributed import Client
+        except ImportError:
+            raise RuntimeError("a Dask scheduler needs pip install 'pimmi[dask]'") from None
+        if os.path.isfile(scheduler):
+            self.client = Client(scheduler_file=scheduler, set_as_default=False)
+        else:
+            self.client = Client(scheduler, set_as_default=False)
+        self.workers = max(1, sum(self.client.nthreads().values()))
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T], chunksize: int = 1) -> Iterator[R]:
+        it = iter(items)
+        flight: deque = deque()
+
+        def send() -> None:
+            batch = list(itertools.islice(it, max(1, chunksize)))
+            if batch:
+                flight.append(self.client.submit(run_batch, fn, batch, pure=False, retries=2))
+
+        for _ in range(2 * self.workers + 1):
+            send()
+        try:
+            while flight:
+                results = flight.popleft().result()
+                send()
+                yield from results
+        finally:
+            for f in flight:  # stopped early (Ctrl-C, an error): what is queued is not run
+                f.cancel()
+
+    def submit(self, fn: Callable[[T], R], item: T):
+        """One task; its ``result()`` waits for it."""
+        return self.client.submit(run_one, fn, item, pure=False, retries=2)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def run_batch(fn: Callable[[T], R], batch: list[T]) -> list[R]:
+    """A Dask task: ``fn`` on each item, in a worker made ready once."""
+    prepare_worker()
+    return [fn(x) for x in batch]
+
+
+def run_one(fn: Callable[[T], R], item: T) -> R:
+    prepare_worker()
+    return fn(item)
+
+
+@functools.cache
+def prepare_worker() -> None:
+    """A Dask worker is a process of its own threads: one thread for OpenCV, freed memory kept (as the local
+    pool's workers)."""
+    keep_freed_memory()
+    import cv2
+
+    cv2.setNumThreads(1)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pimmi import index as idx
-from pimmi.executor import Executor, local_executor
+from pimmi.executor import Executor, executor_for
 from pimmi.images import ImageError, decode_gray, file_digest, list_images
 from pimmi.progress import bar
 from pimmi.settings import Settings
@@ -122,7 +122,7 @@ def fill(
         ws.remove_stray_index_files()
         run_id = ws.start_run("fill", settings.to_dict())
         owned = executor is None
-        executor = executor or local_executor(settings.nb_threads)
+        executor = executor or executor_for(settings.scheduler, settings.nb_threads)
         try:
             added = add_images(ws, image_dir, settings, executor, nb_img, progress)
         finally:
@@ -269,10 +269,11 @@ def extract_pending(ws: Workspace, root: int, settings: Settings, executor: Exec
         ws.copy_duplicate_sizes()
         return 0
     jobs = (ExtractJob(r.id, r.full_path, settings) for r in todo)
+    per_task = settings.dask_batch_images if settings.scheduler else 8
     done, buffer, last = 0, [], time.monotonic()
     with bar(len(todo), "extracting", progress) as pbar:
         try:
-            for result in executor.map(extract_image, jobs, chunksize=8):
+            for result in executor.map(extract_image, jobs, chunksize=per_task):
                 buffer.append(result)
                 pbar.update()
                 if time.monotonic() - last > COMMIT_EVERY_S:

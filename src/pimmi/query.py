@@ -12,15 +12,17 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from pimmi import index as idx
-from pimmi.executor import Executor, local_executor
+from pimmi.executor import DaskExecutor, Executor, executor_for
 from pimmi.fill import add_images
 from pimmi.overlays import WHOLE_COVER, Cells, Votes, on_shared_overlay, spread
 from pimmi.progress import bar
@@ -129,7 +131,7 @@ def query(
         if index_path is None or not index_path.exists():
             raise WorkspaceError(f"{workspace_dir} has no index; run 'pimmi fill' first")
         owned = executor is None
-        executor = executor or local_executor(settings.nb_threads)
+        executor = executor or executor_for(settings.scheduler, settings.nb_threads)
         try:
             added = add_images(ws, image_dir, settings, executor, nb_img, progress)
             stats.seconds["extract"] += added.seconds["hash"] + added.seconds["extract"]
@@ -146,13 +148,16 @@ def query(
             records = {r.id: r for r in ws.images()}
             changed: set[int] = set()
             if plan.search:
-                idx.set_threads(settings.nb_threads)
-                index = idx.load(index_path)
-                idx.set_nprobe(index, settings.index_nprobe)
+                remote = executor if isinstance(executor, DaskExecutor) else None
+                index = None
+                if remote is None:  # on a cluster, the workers read the index
+                    idx.set_threads(settings.nb_threads)
+                    index = idx.load(index_path)
+                    idx.set_nprobe(index, settings.index_nprobe)
                 # With 2 workers the search thread keeps both cores busy and verification in the main thread
                 # fills the gaps (measured: the pool was 10 % slower); with more, the pool verifies faster.
-                verifier = executor if settings.nb_threads > 2 else None
-                matcher = Matcher(ws, index, settings, stats, verifier, records)
+                verifier = executor if settings.nb_threads > 2 or remote else None
+                matcher = Matcher(ws, index, settings, stats, verifier, records, remote, index_path)
                 matcher.run([records[i] for i in plan.search], run_id, progress)
                 changed = matcher.searched | matcher.touched
             refresh_duplicates(ws, records, plan.duplicates, changed, run_id)
@@ -298,11 +303,15 @@ class Matcher:
         stats: QueryStats,
         executor: Executor | None = None,
         records: dict[int, ImageRecord] | None = None,
+        remote: DaskExecutor | None = None,
+        index_path: Path | None = None,
     ):
         """``executor``: where candidate pairs are verified; None: in this process. ``records``: the
-        catalogue's images, when read already."""
+        catalogue's images, when read already. ``remote``: a Dask cluster whose workers search the index
+        file ``index_path`` (``index`` is then None)."""
         self.ws, self.index, self.s, self.stats, self.executor = ws, index, settings, stats, executor
-        self.searcher = idx.Searcher(index, settings.query_match_max_dist**2)
+        self.remote, self.index_path = remote, index_path
+        self.searcher = idx.Searcher(index, settings.query_match_max_dist**2) if index is not None else None
         self.records: dict[int, ImageRecord] = records if records is not None else {r.id: r for r in ws.images()}
         # Indexed images a search may find: not those gone from the folder, nor those changed since indexed
         # (the index holds their old descriptors until the next fill).
@@ -326,13 +335,23 @@ class Matcher:
         self.searched.update(r.id for r in images)
         # The next batch is searched while this one is verified: the search runs in FAISS and numpy,
         # which let go of the GIL; verification is mostly Python. One batch ahead: two searched at once
-        # oversubscribe 2 cores (measured 12 % slower).
+        # oversubscribe 2 cores (measured 12 % slower). On a Dask cluster, one more than its workers.
+        depth = self.remote.workers + 1 if self.remote else 1
+        flight: deque = deque()
+        sent = 0
+
+        def top_up() -> None:
+            nonlocal sent
+            while len(flight) < depth and sent < len(batches):
+                flight.append(self._search_soon(searching, batches[sent]))
+                sent += 1
+
         with bar(len(images), "querying", progress) as pbar, ThreadPoolExecutor(1) as searching:
-            ahead = self._search_soon(searching, batches, 0)
+            top_up()
             i = 0
             while i < len(batches):
-                found = ahead.result()
-                ahead = self._search_soon(searching, batches, i + 1)
+                found = self._found(flight.popleft(), batches[i])
+                top_up()
                 self.stats.seconds["search"] += found.seconds
                 self.stats.requeried_descriptors += found.requeried
                 matches = self._verify_batch(batches[i], found)
@@ -342,7 +361,7 @@ class Matcher:
                         self.searched.update(r.id for r in partners)
                         batches += [partners[start : start + step] for start in range(0, len(partners), step)]
                         pbar.total += len(partners)
-                        ahead = self._search_soon(searching, batches, i + 1)
+                        top_up()
                     else:
                         matches += self._release_held()
                 self._emit(matches, [r.id for r in batches[i]], run_id)
@@ -363,19 +382,27 @@ class Matcher:
         self.stats.stored += len(matches)
 
     # -- search
-    def _search_soon(self, pool: ThreadPoolExecutor, batches: list[list[ImageRecord]], i: int) -> Future | None:
-        """Search batch ``i`` in ``pool``; its features are read here (the catalogue stays in one thread)."""
-        if i >= len(batches):
-            return None
-        feats = self.ws.features([r.id for r in batches[i]])
-        return pool.submit(self._search, batches[i], feats)
+    def _search_soon(self, pool: ThreadPoolExecutor, batch: list[ImageRecord]) -> tuple[Future, dict]:
+        """Start searching ``batch``: in ``pool``, or on the Dask cluster. Its features are read here (the
+        catalogue stays in one thread)."""
+        feats = self.ws.features([r.id for r in batch])
+        if self.remote:
+            return self.remote.submit(search_batch, SearchJob(str(self.index_path), self.s, batch, feats)), feats
+        return pool.submit(self._search, batch, feats), feats
+
+    def _found(self, started: tuple[Future, dict], batch: list[ImageRecord]) -> _Found:
+        future, feats = started
+        if not self.remote:
+            return future.result()
+        q_rows, r_ids, dist, requeried, seconds = future.result()
+        return _Found(feats, _Queries(batch, feats, self.s.query_mirror), q_rows, r_ids, dist, seconds, requeried)
 
     def _search(self, batch: list[ImageRecord], feats: dict[int, Features]) -> _Found:
         t0 = time.perf_counter()
         # OpenMP's thread count is per calling thread: the one set in the main thread does not reach this one.
         idx.set_threads(self.s.nb_threads)
         q = _Queries(batch, feats, self.s.query_mirror)
-        q_rows, r_ids, dist, requeried = self._neighbours(q)
+        q_rows, r_ids, dist, requeried = neighbours(self.searcher, self.index.ntotal, q, self.s)
         return _Found(feats, q, q_rows, r_ids, dist, time.perf_counter() - t0, requeried)
 
     def _verify_batch(self, batch: list[ImageRecord], found: _Found) -> list[Match]:
@@ -511,46 +538,6 @@ class Matcher:
         chunks = [(self.s, jobs[i : i + size]) for i in range(0, len(jobs), size)]
         return [r for part in self.executor.map(check_pairs, chunks) for r in part]
 
-    def _neighbours(self, q: _Queries) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """Accepted neighbours of every query row: (row, index id, squared distance), and the number of
-        rows searched again with more neighbours."""
-        s = self.s
-        ratio2 = s.query_dist_ratio_threshold**2
-        max_d2 = s.query_match_max_dist**2
-        ntotal = self.index.ntotal
-        rows = np.arange(len(q.vectors))
-        k = min(s.query_sift_knn, ntotal)
-        likely: np.ndarray | None = None
-        found, requeried = [], 0
-        while len(rows):
-            near = self.searcher.close(q.vectors[rows], k)
-            exhausted = k >= min(s.query_adaptative_knn_max, ntotal)
-            at = np.searchsorted(near.rows, near.hit_row)  # each hit's row in near.rows
-            pair = (q.image[rows[near.hit_row]] << 32) | idx.unpack_ids(near.hit_id)[0]  # (query, indexed image)
-            if likely is None:
-                likely = _likely_copies(pair, _min_votes(s))
-            # The k-th neighbour stands for the background; while it is itself still close enough to
-            # be a copy, it is no background: ask for more neighbours. Only where most neighbours are
-            # images this one already looks a copy of (a viral image's copies crowd the list): in a dense
-            # corpus, a generic corner or edge has thousands of close neighbours in unrelated images, and
-            # expanding those would make the search cost grow with the corpus.
-            again = near.kth < max_d2
-            if exhausted:
-                again[:] = False
-            elif again.any():
-                share = np.bincount(at, np.isin(pair, likely), len(near.rows)) / np.bincount(at, None, len(near.rows))
-                again &= share >= 0.5
-            ref = near.kth
-            if exhausted and k >= ntotal:
-                ref = np.full_like(ref, np.inf)  # the whole index was retrieved: no background left
-            ok = (near.hit_d < ratio2 * ref[at]) & ~again[at]
-            found.append((rows[near.hit_row[ok]], near.hit_id[ok], near.hit_d[ok]))
-            rows = rows[near.rows[again]]
-            requeried += len(rows)
-            k = min(k * 4, s.query_adaptative_knn_max, ntotal)
-        q_rows, ids, dist = (np.concatenate(a) for a in zip(*found))
-        return q_rows, ids, dist, requeried
-
     # -- rows
     def _match(self, q: ImageRecord, r: ImageRecord, pair: PairResult) -> Match:
         return Match(
@@ -573,6 +560,78 @@ class Matcher:
             result_box=pair.result_box,
             transform=tuple(round(float(x), 6) for x in pair.transform[:2].ravel()),
         )
+
+
+def neighbours(
+    searcher: idx.Searcher, ntotal: int, q: _Queries, s: Settings
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Accepted neighbours of every query row: (row, index id, squared distance), and the number of
+    rows searched again with more neighbours."""
+    ratio2 = s.query_dist_ratio_threshold**2
+    max_d2 = s.query_match_max_dist**2
+    rows = np.arange(len(q.vectors))
+    k = min(s.query_sift_knn, ntotal)
+    likely: np.ndarray | None = None
+    found, requeried = [], 0
+    while len(rows):
+        near = searcher.close(q.vectors[rows], k)
+        exhausted = k >= min(s.query_adaptative_knn_max, ntotal)
+        at = np.searchsorted(near.rows, near.hit_row)  # each hit's row in near.rows
+        pair = (q.image[rows[near.hit_row]] << 32) | idx.unpack_ids(near.hit_id)[0]  # (query, indexed image)
+        if likely is None:
+            likely = _likely_copies(pair, _min_votes(s))
+        # The k-th neighbour stands for the background; while it is itself still close enough to
+        # be a copy, it is no background: ask for more neighbours. Only where most neighbours are
+        # images this one already looks a copy of (a viral image's copies crowd the list): in a dense
+        # corpus, a generic corner or edge has thousands of close neighbours in unrelated images, and
+        # expanding those would make the search cost grow with the corpus.
+        again = near.kth < max_d2
+        if exhausted:
+            again[:] = False
+        elif again.any():
+            share = np.bincount(at, np.isin(pair, likely), len(near.rows)) / np.bincount(at, None, len(near.rows))
+            again &= share >= 0.5
+        ref = near.kth
+        if exhausted and k >= ntotal:
+            ref = np.full_like(ref, np.inf)  # the whole index was retrieved: no background left
+        ok = (near.hit_d < ratio2 * ref[at]) & ~again[at]
+        found.append((rows[near.hit_row[ok]], near.hit_id[ok], near.hit_d[ok]))
+        rows = rows[near.rows[again]]
+        requeried += len(rows)
+        k = min(k * 4, s.query_adaptative_knn_max, ntotal)
+    q_rows, ids, dist = (np.concatenate(a) for a in zip(*found))
+    return q_rows, ids, dist, requeried
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    """A batch to search on a Dask worker: the index file (read memory-mapped where the worker sees it),
+    the settings, the batch's images and their features."""
+
+    index_path: str
+    settings: Settings
+    batch: list[ImageRecord]
+    feats: dict[int, Features]
+
+
+def search_batch(job: SearchJob) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, float]:
+    """A Dask task: a batch's accepted neighbours (query row, index id, squared distance), the rows searched
+    again, the seconds it took."""
+    t0 = time.perf_counter()
+    s = job.settings
+    idx.set_threads(1)  # one thread per Dask worker thread
+    index, searcher = _worker_index(job.index_path, s.index_nprobe, s.query_match_max_dist**2)
+    q = _Queries(job.batch, job.feats, s.query_mirror)
+    q_rows, r_ids, dist, requeried = neighbours(searcher, index.ntotal, q, s)
+    return q_rows, r_ids, dist, requeried, time.perf_counter() - t0
+
+
+@lru_cache(maxsize=1)
+def _worker_index(path: str, nprobe: int, max_d2: float) -> tuple[object, idx.Searcher]:
+    """The index a worker searches, memory-mapped read-only and kept while its file is current."""
+    index = idx.load(Path(path), mmap=True)
+    idx.set_nprobe(index, nprobe)
+    return index, idx.Searcher(index, max_d2)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,16 @@ class Settings:
         "Worker processes for extraction and verification, and FAISS threads. Defaults to the number of CPUs.",
         "generic",
     )
+    scheduler: str = _opt(
+        "",
+        "A Dask distributed scheduler (tcp://host:port, or a scheduler file) to run extraction, search and "
+        "verification on (pip install 'pimmi[dask]'); the workers must see the image folder and the workspace "
+        "at the same paths. Empty: this machine's worker processes.",
+        "generic",
+    )
+    dask_batch_images: int = _opt(
+        100, "Images per Dask task (a task costs ~1 ms of scheduling: never one per image).", "generic"
+    )
     max_image_pixels: int = _opt(
         150_000_000,
         "Images with more pixels than this are refused (decompression-bomb guard; Pillow's own hard limit is ~179M).",
