@@ -35,6 +35,13 @@ def loopback_bytes() -> int:
     return 0
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when this script dies, however it dies."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def start_cluster(work: Path, workers: int) -> tuple[str, list[subprocess.Popen]]:
     dask = str(Path(sys.executable).parent / "dask")
     address = work / "scheduler.json"
@@ -55,6 +62,7 @@ def start_cluster(work: Path, workers: int) -> tuple[str, list[subprocess.Popen]
             ],
             stdout=log,
             stderr=log,
+            preexec_fn=_die_with_parent,
         )  # fmt: skip
     ]
     while not address.exists():
@@ -76,6 +84,7 @@ def start_cluster(work: Path, workers: int) -> tuple[str, list[subprocess.Popen]
             ],
             stdout=log,
             stderr=log,
+            preexec_fn=_die_with_parent,
         )  # fmt: skip
         for i in range(workers)
     ]

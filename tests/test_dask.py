@@ -10,13 +10,24 @@ import sys
 import time
 from pathlib import Path
 
+import faiss
 import pytest
 from distributed import Client
 
 from conftest import read_csv, run
 from pimmi.executor import prepare_worker
+from pimmi.index import load as load_index
+from pimmi.workspace import Workspace
 
 DASK = str(Path(sys.executable).parent / "dask")
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies, even by a crash that skips the fixture's end."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +42,7 @@ def cluster(tmp_path_factory):
             [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(address), *common],
             stdout=log,
             stderr=log,
+            preexec_fn=_die_with_parent,
         )
     ]
     deadline = time.monotonic() + 60
@@ -56,6 +68,7 @@ def cluster(tmp_path_factory):
             ],
             stdout=log,
             stderr=log,
+            preexec_fn=_die_with_parent,
         )  # fmt: skip
         for i in range(2)
     ]
@@ -95,6 +108,20 @@ def _clusters(out: Path) -> set:
     return {frozenset(g) for g in groups.values()}
 
 
+def _lists(ws: Path) -> list[tuple[bytes, bytes]]:
+    """Each inverted list's ids and codes."""
+    with Workspace(ws, create=False) as w:
+        index = load_index(w.index_path())
+    ivf = faiss.extract_index_ivf(index)  # a view: ``index`` must outlive it
+    out = []
+    for lst in range(ivf.nlist):
+        n = ivf.invlists.list_size(lst)
+        ids = faiss.rev_swig_ptr(ivf.invlists.get_ids(lst), n).tobytes() if n else b""
+        codes = faiss.rev_swig_ptr(ivf.invlists.get_codes(lst), n * ivf.code_size).tobytes() if n else b""
+        out.append((ids, codes))
+    return out
+
+
 def _features(ws: Path) -> list:
     db = sqlite3.connect(ws / "pimmi.sqlite")
     rows = db.execute(
@@ -109,13 +136,16 @@ def test_a_cluster_gives_what_the_local_pool_gives(demo_corpus, cluster, tmp_pat
     images = demo_corpus / "images"
     (tmp_path / "local").mkdir()
     (tmp_path / "dask").mkdir()
-    local = _pipeline(images, tmp_path / "ws-local", tmp_path / "local", "--nb-threads", "2")
+    # an index with lists, so that the workers encode its vectors too
+    ivf = ["--index-type", "IVF16,SQ8"]
+    local = _pipeline(images, tmp_path / "ws-local", tmp_path / "local", "--nb-threads", "2", *ivf)
     remote = _pipeline(
         images, tmp_path / "ws-dask", tmp_path / "dask", "--scheduler", cluster["address"],
-        "--dask-batch-images", "10", "--query-batch-images", "16",
+        "--dask-batch-images", "10", "--query-batch-images", "16", *ivf,
     )  # fmt: skip
     features = _features(tmp_path / "ws-local")
     assert features and features == _features(tmp_path / "ws-dask")  # byte for byte
+    assert _lists(tmp_path / "ws-local") == _lists(tmp_path / "ws-dask")  # the same ids and codes, in order
     assert local[0] and remote[0] == local[0]  # the same pairs with the same inliers
     assert remote[1] == local[1]
     # both workers ran tasks

@@ -96,3 +96,36 @@ def test_list_scan_finds_what_faiss_search_finds(photo_descriptors, factory):
         pairs_want = set(zip(want.hit_row.tolist(), want.hit_id.tolist()))
         pairs_got = set(zip(got.hit_row.tolist(), got.hit_id.tolist()))
         assert len(pairs_got ^ pairs_want) <= 1e-3 * len(pairs_want)  # float rounding at the threshold only
+
+
+@pytest.mark.parametrize("factory", ["IVF16,SQ8", "OPQ8_128,IVF16,PQ8"])
+def test_vectors_encoded_elsewhere_make_the_index_add_makes(factory):
+    """What a Dask worker computes (each vector's list and code), appended here, gives the index that
+    ``add_with_ids`` gives: the same lists holding the same ids and codes in the same order."""
+    rng = np.random.default_rng(0)
+    x = rootsift(rng.integers(0, 255, (6000, 128)).astype(np.uint8))
+    ids = np.arange(len(x), dtype=np.int64) * 7
+    direct = idx.create_index(factory)
+    faiss.ParameterSpace().set_index_parameter(direct, "verbose", 0)
+    idx.train(direct, x[:4000])
+    assert idx.has_lists(direct)
+    encoded = faiss.deserialize_index(faiss.serialize_index(direct))  # the same trained, empty index
+    direct.add_with_ids(x, ids)
+    for part in (slice(0, 2500), slice(2500, 6000)):  # in batches, as the workers return them
+        idx.add_encoded(encoded, *idx.encode(encoded, x[part]), ids[part])
+    assert encoded.ntotal == direct.ntotal == len(x)
+    a, b = faiss.extract_index_ivf(direct), faiss.extract_index_ivf(encoded)
+    for lst in range(a.nlist):
+        n = a.invlists.list_size(lst)
+        assert b.invlists.list_size(lst) == n
+        if n:
+            assert np.array_equal(
+                faiss.rev_swig_ptr(a.invlists.get_ids(lst), n), faiss.rev_swig_ptr(b.invlists.get_ids(lst), n)
+            )
+            size = n * a.code_size
+            assert np.array_equal(
+                faiss.rev_swig_ptr(a.invlists.get_codes(lst), size), faiss.rev_swig_ptr(b.invlists.get_codes(lst), size)
+            )
+    D1, I1 = direct.search(x[:50], 5)
+    D2, I2 = encoded.search(x[:50], 5)
+    assert np.array_equal(I1, I2)

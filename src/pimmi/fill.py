@@ -7,6 +7,7 @@ import os
 import random
 import stat
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pimmi import index as idx
-from pimmi.executor import Executor, executor_for
+from pimmi.executor import DaskExecutor, Executor, executor_for
 from pimmi.images import ImageError, decode_gray, file_digest, list_images
 from pimmi.progress import bar
 from pimmi.settings import Settings
@@ -125,17 +126,16 @@ def fill(
         executor = executor or executor_for(settings.scheduler, settings.nb_threads)
         try:
             added = add_images(ws, image_dir, settings, executor, nb_img, progress)
+            root, paths = added.root, added.paths
+            report.listed, report.duplicates, report.extracted = len(paths), added.duplicates, added.extracted
+            report.seconds.update(added.seconds)
+            report.changes = added.changes
+            t0 = time.perf_counter()
+            report.index_update = update_index(ws, settings, progress, executor)
+            report.seconds["index"] = time.perf_counter() - t0
         finally:
             if owned:
                 executor.close()
-        root, paths = added.root, added.paths
-        report.listed, report.duplicates, report.extracted = len(paths), added.duplicates, added.extracted
-        report.seconds.update(added.seconds)
-        report.changes = added.changes
-
-        t0 = time.perf_counter()
-        report.index_update = update_index(ws, settings, progress)
-        report.seconds["index"] = time.perf_counter() - t0
 
         wanted = set(paths)
         report.errors = [
@@ -287,8 +287,9 @@ def extract_pending(ws: Workspace, root: int, settings: Settings, executor: Exec
     return done
 
 
-def update_index(ws: Workspace, settings: Settings, progress: bool) -> str:
+def update_index(ws: Workspace, settings: Settings, progress: bool, executor: Executor | None = None) -> str:
     """Add the extracted images not yet indexed; build the index anew when the corpus outgrew its type.
+    On a Dask cluster the workers encode the descriptors (list and code) and this process appends them.
     Returns what was done, in words (logged, and recorded with the fill's run)."""
     new_points = ws.total_points("status = 'ok' AND indexed = 0")
     current = ws.index_path()
@@ -320,19 +321,29 @@ def update_index(ws: Workspace, settings: Settings, progress: bool) -> str:
         where = "i.status = 'ok' AND i.indexed = 0"
     added: list[int] = []
     n_images = ws.count(where.replace("i.", ""))
-    vectors: list[np.ndarray] = []
-    ids: list[np.ndarray] = []
-    with bar(n_images, "indexing", progress) as pbar:
-        for image_id, feats in ws.iter_features(where):
-            if len(feats):
-                vectors.append(rootsift(feats.descriptors))
-                ids.append(idx.pack_ids(image_id, len(feats)))
-            added.append(image_id)
-            pbar.update()
-            if len(vectors) >= ADD_BATCH_IMAGES:
-                _add(index, vectors, ids)
-        _add(index, vectors, ids)
     path = ws.next_index_path()
+    with bar(n_images, "indexing", progress) as pbar:
+        if isinstance(executor, DaskExecutor) and idx.has_lists(index):
+            trained = current if not rebuild else path.with_name(path.name + ".trained")  # what workers read
+            if rebuild:
+                idx.save(index, trained)
+            jobs = _encode_jobs(ws, where, str(trained), added, pbar)
+            for lists, codes, vector_ids in executor.map(encode_batch, jobs):
+                idx.add_encoded(index, lists, codes, vector_ids)
+            if rebuild:
+                trained.unlink()
+        else:
+            vectors: list[np.ndarray] = []
+            ids: list[np.ndarray] = []
+            for image_id, feats in ws.iter_features(where):
+                if len(feats):
+                    vectors.append(rootsift(feats.descriptors))
+                    ids.append(idx.pack_ids(image_id, len(feats)))
+                added.append(image_id)
+                pbar.update()
+                if len(vectors) >= ADD_BATCH_IMAGES:
+                    _add(index, vectors, ids)
+            _add(index, vectors, ids)
     idx.save(index, path)
     ws.commit_index(path, added, wanted, built_for=total if rebuild else None)
     done = f"{wanted} {rebuild}" if rebuild else f"{wanted}: {len(added)} images added"
@@ -340,6 +351,38 @@ def update_index(ws: Workspace, settings: Settings, progress: bool) -> str:
         done += f", {len(stale)} changed images' old descriptors removed"
     log.info("index %s (%d descriptors of %d images)", done, index.ntotal, ws.count("indexed = 1"))
     return done
+
+
+@dataclass(frozen=True)
+class EncodeJob:
+    """Images' descriptors for a Dask worker to encode with the trained index file it reads."""
+
+    index_path: str
+    descriptors: list[np.ndarray]  # uint8 SIFT, one array per image
+    ids: list[np.ndarray]
+
+
+def _encode_jobs(ws: Workspace, where: str, index_path: str, added: list[int], pbar) -> Iterator[EncodeJob]:
+    descriptors: list[np.ndarray] = []
+    ids: list[np.ndarray] = []
+    for image_id, feats in ws.iter_features(where):
+        if len(feats):
+            descriptors.append(feats.descriptors)
+            ids.append(idx.pack_ids(image_id, len(feats)))
+        added.append(image_id)
+        pbar.update()
+        if len(descriptors) >= ADD_BATCH_IMAGES:
+            yield EncodeJob(index_path, descriptors, ids)
+            descriptors, ids = [], []
+    if descriptors:
+        yield EncodeJob(index_path, descriptors, ids)
+
+
+def encode_batch(job: EncodeJob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A Dask task: the lists and codes of a batch's RootSIFT descriptors, and their ids."""
+    idx.set_threads(1)
+    lists, codes = idx.encode(idx.mapped(job.index_path), rootsift(np.concatenate(job.descriptors)))
+    return lists, codes, np.concatenate(job.ids)
 
 
 def _add(index, vectors: list[np.ndarray], ids: list[np.ndarray]) -> None:

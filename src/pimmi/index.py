@@ -6,6 +6,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import faiss
@@ -39,6 +40,51 @@ def remove_images(index: faiss.Index, images: list[tuple[int, int]]) -> int:
         return 0
     ids = np.concatenate([pack_ids(i, n) for i, n in images])
     return int(index.remove_ids(faiss.IDSelectorBatch(ids)))
+
+
+def has_lists(index: faiss.Index) -> bool:
+    """Whether ``index`` keeps its vectors in inverted lists (IVF), which ``encode`` fills."""
+    return _ivf(index) is not None
+
+
+def encode(index: faiss.Index, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The list and the code ``index`` stores each vector of ``x`` as (what ``add_with_ids`` computes: a
+    worker can compute them where the trained index is at hand), or None for an index without lists."""
+    ivf = _ivf(index)
+    if ivf is None:
+        return None
+    outer = faiss.downcast_index(index)
+    if isinstance(outer, faiss.IndexPreTransform):
+        for i in range(outer.chain.size()):
+            x = outer.chain.at(i).apply(x)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    _, assign = ivf.quantizer.search(x, 1)
+    lists = np.ascontiguousarray(assign.ravel(), dtype=np.int64)
+    codes = np.empty((len(x), ivf.code_size), np.uint8)
+    ivf.encode_vectors(len(x), faiss.swig_ptr(x), faiss.swig_ptr(lists), faiss.swig_ptr(codes))
+    return lists, codes
+
+
+def add_encoded(index: faiss.Index, lists: np.ndarray, codes: np.ndarray, ids: np.ndarray) -> None:
+    """Append vectors ``encode`` gave to their lists, in order: the index ``add_with_ids`` would make."""
+    ivf = _ivf(index)
+    order = np.argsort(lists, kind="stable")
+    lists, codes, ids = lists[order], np.ascontiguousarray(codes[order]), np.ascontiguousarray(ids[order])
+    starts = np.flatnonzero(np.r_[True, lists[1:] != lists[:-1]]) if len(lists) else np.zeros(0, np.int64)
+    for start, end in zip(starts, np.r_[starts[1:], len(lists)]):
+        ivf.invlists.add_entries(
+            int(lists[start]), int(end - start), faiss.swig_ptr(ids[start:end]), faiss.swig_ptr(codes[start:end])
+        )
+    ivf.ntotal += len(ids)
+    outer = faiss.downcast_index(index)
+    if outer is not ivf and isinstance(outer, faiss.IndexPreTransform):
+        outer.ntotal += len(ids)
+
+
+@lru_cache(maxsize=2)
+def mapped(path: str) -> faiss.Index:
+    """The index file ``path`` memory-mapped read-only, kept per process (a Dask worker reads it once)."""
+    return load(Path(path), mmap=True)
 
 
 def choose_index_type(n_descriptors: int) -> str:

@@ -241,7 +241,7 @@ def stored_matches(
 
 
 def stored_match(m: dict, q: ImageRecord, r: ImageRecord, pack: int) -> Match:
-    """A stored match as a row of the query CSV."""
+    """A match (a stored row's fields, or a verified pair's) as a row of the query CSV."""
     return Match(
         pack_id=pack,
         query_image_id=q.id,
@@ -540,26 +540,16 @@ class Matcher:
 
     # -- rows
     def _match(self, q: ImageRecord, r: ImageRecord, pair: PairResult) -> Match:
-        return Match(
-            pack_id=0,
-            query_image_id=q.id,
-            result_image_id=r.id,
-            query_path=q.path,
-            result_path=r.path,
-            nb_match_total=pair.nb_total,
-            nb_match_ransac=pair.nb_inliers,
-            ransac_ratio=pair.nb_inliers / max(1, pair.nb_total),
-            query_nb_points=q.nb_points or 0,
-            query_width=q.width or 0,
-            query_height=q.height or 0,
-            result_nb_points=r.nb_points or 0,
-            result_width=r.width or 0,
-            result_height=r.height or 0,
-            mirrored=bool(np.linalg.det(pair.transform[:2, :2]) < 0),
-            query_box=pair.query_box,
-            result_box=pair.result_box,
-            transform=tuple(round(float(x), 6) for x in pair.transform[:2].ravel()),
-        )
+        fields_of = {
+            "nb_match_total": pair.nb_total,
+            "nb_match_ransac": pair.nb_inliers,
+            "ransac_ratio": pair.nb_inliers / max(1, pair.nb_total),
+            "mirrored": bool(np.linalg.det(pair.transform[:2, :2]) < 0),
+            "query_box": pair.query_box,
+            "result_box": pair.result_box,
+            "transform": tuple(round(float(x), 6) for x in pair.transform[:2].ravel()),
+        }
+        return stored_match(fields_of, q, r, 0)
 
 
 def neighbours(
@@ -629,7 +619,7 @@ def search_batch(job: SearchJob) -> tuple[np.ndarray, np.ndarray, np.ndarray, in
 @lru_cache(maxsize=1)
 def _worker_index(path: str, nprobe: int, max_d2: float) -> tuple[object, idx.Searcher]:
     """The index a worker searches, memory-mapped read-only and kept while its file is current."""
-    index = idx.load(Path(path), mmap=True)
+    index = idx.mapped(path)
     idx.set_nprobe(index, nprobe)
     return index, idx.Searcher(index, max_d2)
 
