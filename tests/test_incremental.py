@@ -66,6 +66,11 @@ def test_query_searches_only_new_images_and_equals_a_full_run(demo_corpus, tmp_p
     assert _queried(images, ws) == new  # the new images only
     q2, c2 = tmp_path / "q2.csv", tmp_path / "c2.csv"
     assert run(["--nb-threads", "2", "query", str(images), str(ws), "-o", str(q2)]) == 0  # nothing left to do
+    with Workspace(ws, create=False) as w:
+        stats = json.loads(
+            w.db.execute("SELECT stats FROM runs WHERE command = 'query' ORDER BY id DESC").fetchone()[0]
+        )
+    assert stats["queried"] == 0 and stats["matches"] == len(read_csv(q2)) > 0  # recorded once the rows are out
     assert _queried(images, ws) == 0
     assert run(["clusters", str(ws), "-o", str(c2)]) == 0
 

@@ -145,6 +145,9 @@ def query(
                 ws.forget_queries(plan.search if requery else None)
                 ws.set_meta("match_settings", json.dumps(settings.match_settings(), sort_keys=True))
             log.info("%d images to query, %d known already", len(plan.search), plan.known)
+            # The matches of the images not searched stand up to the images never queried, which this run
+            # (or, interrupted, the next) searches and stores both ways: they stand for the current index.
+            ws.mark_queried(plan.standing)
             records = {r.id: r for r in ws.images()}
             changed: set[int] = set()
             if plan.search:
@@ -162,11 +165,11 @@ def query(
                 changed = matcher.searched | matcher.touched
             refresh_duplicates(ws, records, plan.duplicates, changed, run_id)
             ws.set_meta("match_settings", json.dumps(settings.match_settings(), sort_keys=True))
-            ws.finish_run(run_id, asdict(stats))
         finally:
             if owned:
                 executor.close()
         yield from stored_matches(ws, ordered, records, nb_per_pack, stats)
+        ws.finish_run(run_id, asdict(stats))  # once the rows are out: their count, and the time they took
     finally:
         ws.close()
 
@@ -178,8 +181,12 @@ class QueryPlan:
 
     search: list[int]
     duplicates: list[int]
-    known: int  # images of the folder whose stored matches stand
+    standing: list[int]  # images of the folder whose stored matches stand
     reason: str = ""
+
+    @property
+    def known(self) -> int:
+        return len(self.standing)
 
 
 def plan_query(ws: Workspace, folder: list[int], settings: Settings | None, requery: bool = False) -> QueryPlan:
@@ -223,7 +230,8 @@ def plan_query(ws: Workspace, folder: list[int], settings: Settings | None, requ
             searched.add(o)
             originals.append(o)  # outside the folder, or gone from it: its features are still there
         duplicates.append(i)
-    return QueryPlan(search + originals, duplicates, len(in_folder) - len(search), reason)
+    standing = [i for i in in_folder if state[i][0] == "ok" and i not in searched]
+    return QueryPlan(search + originals, duplicates, standing, reason)
 
 
 def stored_matches(
