@@ -327,23 +327,15 @@ def update_index(ws: Workspace, settings: Settings, progress: bool, executor: Ex
             trained = current if not rebuild else path.with_name(path.name + ".trained")  # what workers read
             if rebuild:
                 idx.save(index, trained)
-            jobs = _encode_jobs(ws, where, str(trained), added, pbar)
+            jobs = (EncodeJob(str(trained), d, i) for d, i in _feature_batches(ws, where, added, pbar))
             for lists, codes, vector_ids in executor.map(encode_batch, jobs):
                 idx.add_encoded(index, lists, codes, vector_ids)
             if rebuild:
                 trained.unlink()
         else:
-            vectors: list[np.ndarray] = []
-            ids: list[np.ndarray] = []
-            for image_id, feats in ws.iter_features(where):
-                if len(feats):
-                    vectors.append(rootsift(feats.descriptors))
-                    ids.append(idx.pack_ids(image_id, len(feats)))
-                added.append(image_id)
-                pbar.update()
-                if len(vectors) >= ADD_BATCH_IMAGES:
-                    _add(index, vectors, ids)
-            _add(index, vectors, ids)
+            for descriptors, ids in _feature_batches(ws, where, added, pbar):
+                # one call a batch: one coarse-assignment GEMM
+                index.add_with_ids(np.concatenate([rootsift(d) for d in descriptors]), np.concatenate(ids))
     idx.save(index, path)
     ws.commit_index(path, added, wanted, built_for=total if rebuild else None)
     done = f"{wanted} {rebuild}" if rebuild else f"{wanted}: {len(added)} images added"
@@ -362,7 +354,11 @@ class EncodeJob:
     ids: list[np.ndarray]
 
 
-def _encode_jobs(ws: Workspace, where: str, index_path: str, added: list[int], pbar) -> Iterator[EncodeJob]:
+def _feature_batches(
+    ws: Workspace, where: str, added: list[int], pbar
+) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
+    """The descriptors and index ids of the images ``where`` selects, by ADD_BATCH_IMAGES images with
+    features; each image's id is appended to ``added``."""
     descriptors: list[np.ndarray] = []
     ids: list[np.ndarray] = []
     for image_id, feats in ws.iter_features(where):
@@ -372,10 +368,10 @@ def _encode_jobs(ws: Workspace, where: str, index_path: str, added: list[int], p
         added.append(image_id)
         pbar.update()
         if len(descriptors) >= ADD_BATCH_IMAGES:
-            yield EncodeJob(index_path, descriptors, ids)
+            yield descriptors, ids
             descriptors, ids = [], []
     if descriptors:
-        yield EncodeJob(index_path, descriptors, ids)
+        yield descriptors, ids
 
 
 def encode_batch(job: EncodeJob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -383,14 +379,6 @@ def encode_batch(job: EncodeJob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     idx.set_threads(1)
     lists, codes = idx.encode(idx.mapped(job.index_path), rootsift(np.concatenate(job.descriptors)))
     return lists, codes, np.concatenate(job.ids)
-
-
-def _add(index, vectors: list[np.ndarray], ids: list[np.ndarray]) -> None:
-    """Add the buffered images' descriptors in one call (one coarse-assignment GEMM), then empty the buffers."""
-    if vectors:
-        index.add_with_ids(np.concatenate(vectors), np.concatenate(ids))
-    vectors.clear()
-    ids.clear()
 
 
 def _train(index, ws: Workspace, settings: Settings) -> None:

@@ -77,7 +77,7 @@ def add_encoded(index: faiss.Index, lists: np.ndarray, codes: np.ndarray, ids: n
         )
     ivf.ntotal += len(ids)
     outer = faiss.downcast_index(index)
-    if outer is not ivf and isinstance(outer, faiss.IndexPreTransform):
+    if isinstance(outer, faiss.IndexPreTransform):  # the wrapper counts its vectors too
         outer.ntotal += len(ids)
 
 
