@@ -13,6 +13,8 @@ by cues pimmi already has or reads cheaply, each a log-odds vote:
   picture is the parent;
 - re-compression: 8x8 blocking left by a JPEG re-encoding, and the quality of the JPEG tables;
 - colour: a grey image cannot be coloured back;
+- edits, between renderings on one pixel grid (edits.py): text drawn over the picture, noise added,
+  detail lost to blur or compression, highlights clipped;
 - dates, when posts are imported: the image first posted earlier. Strong, but a resurfaced old
   copy exists, so dates weigh less than a clear content cue.
 
@@ -24,6 +26,7 @@ cluster it belongs to.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -38,6 +41,7 @@ import numpy as np
 from PIL import Image
 
 from pimmi.clusters import ClusterRow, box_quad, workspace_clusters
+from pimmi.edits import aligned, edit_evidence, grey, same_grid
 from pimmi.images import ImageError, decode_rgb
 from pimmi.paths import shown_path
 from pimmi.posts import first_posts
@@ -48,7 +52,9 @@ from pimmi.workspace import ImageRecord, Workspace, seen_from
 RELATIONS = ("crop", "scale", "recompress", "caption/border", "mirror", "colour", "part-of", "copy")
 WHOLE_FRAME = 0.9  # a frame covering this share of the other image counts as all of it
 DATE_WEIGHT = 2.5  # log-odds of an earlier first post: below a clear content cue (2 to 4)
-CUES = ("containment", "composite", "resolution", "recompression", "colour", "dates", "photometry")
+CUES = ("containment", "composite", "resolution", "recompression", "colour", "edits", "dates", "photometry")
+EDIT_SIDE = 768  # images compared pixel for pixel (edits.py) are decoded at most this large
+EDIT_CACHE = 96  # decoded images kept while a cluster's pairs are compared (~2.4 MB each, grey)
 
 
 @dataclass(frozen=True)
@@ -287,6 +293,23 @@ def orient(
     pair.relations = rel
 
 
+def compare_edits(pair: Pair, ra: ImageRecord, rb: ImageRecord, pixels) -> None:
+    """Add the ``edits`` cue to a pair whose images share a pixel grid (``pixels``: id -> grey array)."""
+    if "edits" in pair.evidence or not same_grid(pair.transform):
+        return
+    ia, ib = pixels(pair.a), pixels(pair.b)
+    if ia is None or ib is None:
+        return
+    both = aligned(ia, ib, pair.transform, ra.width or ia.shape[1], rb.width or ib.shape[1])
+    edit = edit_evidence(*both) if both is not None else None
+    if edit is None:
+        return
+    pair.evidence["edits"] = edit.evidence
+    key = (pair.a, pair.b) if edit.evidence > 0 else (pair.b, pair.a)
+    if pair.relations.get(key, "copy") in ("copy", "recompress"):
+        pair.relations[key] = edit.relation
+
+
 def outside_coverage(footprint, quads: list[np.ndarray], rec: ImageRecord, cells: int = 32) -> float:
     """The share of ``rec`` outside ``footprint`` (a box) that its other matches' regions cover (each the
     other image's matched region carried into ``rec``, a quadrilateral): ~1 when the rest of the image is
@@ -381,15 +404,27 @@ def provenance(
             cues[i] = image_cues(records[i], settings.max_image_pixels)
             pbar.update(1)
     regions = match_regions(pairs.values())
+
+    @functools.lru_cache(maxsize=EDIT_CACHE)
+    def pixels(i: int) -> np.ndarray | None:
+        try:
+            return grey(np.asarray(decode_rgb(records[i].full_path, EDIT_SIDE, settings.max_image_pixels)))
+        except (ImageError, OSError, ValueError):
+            return None
+
     for p in pairs.values():
         orient(p, records[p.a], records[p.b], cues, composite, keypoints, dates, use, regions)
     parents: dict[int, list[tuple[int, int, float, str]]] = defaultdict(list)  # child -> (cluster, parent, conf, rel)
     by_image: dict[int, list[Pair]] = defaultdict(list)
     for p in pairs.values():
         by_image[p.a].append(p)
+
     for cid, ids in members.items():
         inside = set(ids)
         inner = [p for i in ids for p in by_image.get(i, []) if p.b in inside]
+        if "edits" in use:
+            for p in sorted(inner, key=lambda p: (p.a, p.b)):
+                compare_edits(p, records[p.a], records[p.b], pixels)
         if "photometry" in use:
             small = {i: _small(records[i], settings.max_image_pixels) for i in ids}
             for p in inner:
