@@ -405,19 +405,19 @@ def provenance(
             pbar.update(1)
     regions = match_regions(pairs.values())
 
-    @functools.lru_cache(maxsize=EDIT_CACHE)
-    def pixels(i: int) -> np.ndarray | None:
-        try:
-            return grey(np.asarray(decode_rgb(records[i].full_path, EDIT_SIDE, settings.max_image_pixels)))
-        except (ImageError, OSError, ValueError):
-            return None
-
     for p in pairs.values():
         orient(p, records[p.a], records[p.b], cues, composite, keypoints, dates, use, regions)
     parents: dict[int, list[tuple[int, int, float, str]]] = defaultdict(list)  # child -> (cluster, parent, conf, rel)
     by_image: dict[int, list[Pair]] = defaultdict(list)
     for p in pairs.values():
         by_image[p.a].append(p)
+
+    @functools.lru_cache(maxsize=EDIT_CACHE)
+    def pixels(i: int) -> np.ndarray | None:  # grey, for the edits of a cluster's pairs on one grid
+        try:
+            return grey(np.asarray(decode_rgb(records[i].full_path, EDIT_SIDE, settings.max_image_pixels)))
+        except (ImageError, OSError, ValueError):
+            return None
 
     for cid, ids in members.items():
         inside = set(ids)
