@@ -65,7 +65,7 @@ def run(bench: Path, ws: Path, opts: list[str], fill_again: bool, threads: int, 
     fill = None
     if fill_again or not (ws / "pimmi.sqlite").exists():
         fill = timed([*exe, "fill", str(bench / "images"), str(ws), "--erase"], log)
-    query = timed([*exe, "query", str(bench / "images"), str(ws), "-o", str(ws / "query.csv")], log)
+    query = timed([*exe, "query", str(bench / "images"), str(ws), "--requery", "-o", str(ws / "query.csv")], log)
     clusters = ws / "clusters.csv"
     timed([*exe, "clusters", str(ws), "-o", str(clusters)], log)
     s = score(bench / "truth.csv", clusters)

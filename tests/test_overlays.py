@@ -116,6 +116,15 @@ def test_frames_of_one_channel_are_not_copies_of_each_other(channel, tmp_path):
     assert frozenset(("frame-photo.jpg", "photo.jpg")) in pairs
     frames = [p for p in pairs if all(n.startswith("frame-") for n in p)]
     assert frames == []
-    # Without the rule the banner and logo link unrelated frames: what the rule is for.
-    unruled = linked(channel, tmp_path / "ws-off", "--query-overlay-min-images", "0")
+    # Without the rule (and the pixel check) the banner and logo link unrelated frames: what the rule is for.
+    unruled = linked(
+        channel, tmp_path / "ws-off", "--query-overlay-min-images", "0", "--query-min-pixel-agreement", "0"
+    )
     assert [p for p in unruled if all(n.startswith("frame-other") for n in p)]
+
+
+def test_the_pixels_alone_keep_frames_of_one_channel_apart(channel, tmp_path):
+    # The vote rule off: the pixel check of weak matches sees two photos under one banner.
+    pairs = linked(channel, tmp_path / "ws", "--query-overlay-min-images", "0")
+    assert frozenset(("frame-photo.jpg", "photo.jpg")) in pairs
+    assert [p for p in pairs if all(n.startswith("frame-other") for n in p)] == []

@@ -298,10 +298,12 @@ def test_a_shared_caption_alone_does_not_merge_clusters(tmp_path):
     assert run(["--sift-oversample", "1", "fill", str(images), str(strongest)]) == 0
     off = ("--sift-oversample", "1", "--query-pattern-alpha", "0", "--query-min-region-area", "0")
     off += ("--query-min-overlap-share", "0")
-    unfiltered = caption_links(strongest, *off)
-    tested = caption_links(strongest, "--sift-oversample", "1")
+    unfiltered = caption_links(strongest, *off, "--query-min-pixel-agreement", "0")
+    tested = caption_links(strongest, "--sift-oversample", "1", "--query-min-pixel-agreement", "0")
     print("caption links", unfiltered, tested)
     assert unfiltered >= 6 and tested < unfiltered / 3
+    # The pixel check alone sees it too: two photos that agree on a caption only.
+    assert caption_links(strongest, *off) < unfiltered / 2
     # By default the caption's keypoints come last: no link at all stands on it.
     assert caption_links(ws) == 0
     assert run(["clusters", str(ws), "-o", str(tmp_path / "c.csv")]) == 0

@@ -25,6 +25,7 @@ from pimmi import index as idx
 from pimmi.executor import DaskExecutor, Executor, executor_for
 from pimmi.fill import add_images
 from pimmi.overlays import WHOLE_COVER, Cells, Votes, on_shared_overlay, spread
+from pimmi.pixels import CLUMPED, Pictures, agreement, in_region, unlike
 from pimmi.progress import bar
 from pimmi.settings import Settings
 from pimmi.sift import Features, mirror, rootsift
@@ -100,6 +101,7 @@ class QueryStats:
     small_region: int = 0  # verified matches refused as sharing only a small region of both images
     detail_only: int = 0  # verified matches refused as a detail of what both images overlap on
     shared_overlay: int = 0  # verified matches refused as standing on an overlay many images share
+    unlike_pixels: int = 0  # verified matches refused as their images' pixels disagree where they overlap
     seconds: dict[str, float] = field(default_factory=lambda: {"extract": 0.0, "search": 0.0, "verify": 0.0})
 
 
@@ -331,6 +333,7 @@ class Matcher:
         # held back until the other side says (a match is refused only when both sides see an overlay).
         self.on_overlay: dict[tuple[int, int], bool] = {}  # (query, result) -> seen from query, until result speaks
         self.held: dict[tuple[int, int], tuple[Match, bool]] = {}  # with: is the other image whole in it
+        self.pictures = Pictures(settings.max_image_pixels)  # decoded for the pixel check of weak matches
         self.searched: set[int] = set()
         self.touched: set[int] = set()  # images that gained matches from others' searches
 
@@ -529,12 +532,27 @@ class Matcher:
             todo = list(first.values())
             for i, (pair, outcome) in zip(todo, self._check([jobs[i] for i in todo])):
                 self.stats.verified_pairs += 1
-                if outcome in ("small_region", "detail_only", "pattern_only"):
+                if pair is not None and self._unlike(jobs[i], pair):
+                    pair, outcome = None, "unlike_pixels"
+                if outcome in ("small_region", "detail_only", "pattern_only", "unlike_pixels"):
                     setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
                 if pair is not None:
                     self.done[keys[i]] = out[i] = pair
             pending = later
         return out
+
+    def _unlike(self, job: PairJob, pair: PairResult) -> bool:
+        """Whether a weak match's images do not look alike where it lays them over each other (pixels.py)."""
+        s = self.s
+        if s.query_min_pixel_agreement <= 0:
+            return False
+        q, r = job.query, job.result
+        q_density, q_spread = in_region(job.q_xy, q.scale or 1.0, pair.query_box, pair.query_inliers)
+        r_density, r_spread = in_region(job.r_xy, r.scale or 1.0, pair.result_box, pair.result_inliers)
+        if max(q_density, r_density) >= s.query_pixel_check_density and min(q_spread, r_spread) >= CLUMPED:
+            return False
+        agreed = agreement(self.pictures, q, r, pair.transform, pair.query_box, pair.result_box)
+        return unlike(agreed, s.query_min_pixel_agreement)
 
     def _check(self, jobs: list[PairJob]) -> list[tuple[PairResult | None, str]]:
         if not jobs:

@@ -170,6 +170,22 @@ class Settings:
         "photo's copies share most of it).",
         "query",
     )
+    query_min_pixel_agreement: float = _opt(
+        0.5,
+        "Two images must look alike where a match lays one over the other: a weak match (its inliers few among "
+        "the keypoints of its region, query_pixel_check_density, or in clumps far apart) is refused when fewer "
+        "than this share of the textured blocks of the smaller region agree in grey levels with the other image "
+        "carried onto it (two unrelated photos under the same banner or app bars agree on the overlay only). 0 "
+        "turns the check off.",
+        "query",
+    )
+    query_pixel_check_density: float = _opt(
+        0.25,
+        "The pixels of a match are checked when, in both images, its inliers are less than this share of the "
+        "keypoints inside its matched region, or when in either image they lie in clumps far apart (a banner and "
+        "a logo, two tiles two grids share); a strong match is a copy whatever its pixels.",
+        "query",
+    )
     query_batch_images: int = _opt(256, "Images searched together in one FAISS batch.", "query")
 
     # -- clusters
