@@ -175,8 +175,9 @@ class Settings:
         "Two images must look alike where a match lays one over the other: a weak match (its inliers few among "
         "the keypoints of its region, query_pixel_check_density, or in clumps far apart) is refused when fewer "
         "than this share of the textured blocks of the smaller region agree in grey levels with the other image "
-        "carried onto it (two unrelated photos under the same banner or app bars agree on the overlay only). 0 "
-        "turns the check off.",
+        "carried onto it, yet at least an eighth (two unrelated photos under the same banner or app bars agree on "
+        "the overlay only; nothing agreeing means a wrong alignment, left to the other rules). 0 turns the check "
+        "off.",
         "query",
     )
     query_pixel_check_density: float = _opt(
