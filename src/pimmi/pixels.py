@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from pimmi.images import ImageError, decode_gray
-from pimmi.overlays import GRID
+from pimmi.overlays import GRID, Cells, spread
 from pimmi.workspace import ImageRecord
 
 REGION_SIDE = 128  # grid pixels along the smaller region's longer side
@@ -63,10 +63,8 @@ def in_region(
     if not n or not len(inliers):
         return 0.0, 0.0
     ids = np.clip(v.astype(np.int64), 0, GRID - 1) * GRID + np.clip(u.astype(np.int64), 0, GRID - 1)
-    share = np.bincount(ids[inside], minlength=GRID * GRID) / n
-    expected = float((1.0 - (1.0 - share) ** len(inliers)).sum())
-    occupied = np.count_nonzero(np.bincount(ids[inliers], minlength=GRID * GRID))
-    return len(inliers) / n, min(1.0, occupied / expected)
+    cells = Cells(ids, np.bincount(ids[inside], minlength=GRID * GRID) / n)  # shares of the region's keypoints
+    return len(inliers) / n, spread(cells, inliers)
 
 
 class Pictures:
