@@ -211,7 +211,7 @@ def test_workspace_of_schema_2_gains_the_reviews_and_posts_tables(small_corpus, 
     db.commit()
     db.close()
     with Workspace(ws_dir, create=False) as ws:
-        assert ws.get_meta("schema_version") == str(SCHEMA_VERSION) == "5"
+        assert ws.get_meta("schema_version") == str(SCHEMA_VERSION) == "6"
         ws.set_cluster_review([3, 1, 2], "checked")
         assert ws.cluster_reviews()[1][:2] == ("checked", [1, 2, 3])
         assert ws.db.execute("SELECT COUNT(*) FROM posts").fetchone() == (0,)
@@ -230,7 +230,7 @@ def test_workspace_of_schema_4_is_queried_once_in_full_then_incrementally(small_
     db.commit()
     db.close()
     with Workspace(ws_dir, create=False) as ws:
-        assert ws.get_meta("schema_version") == "5"
+        assert ws.get_meta("schema_version") == str(SCHEMA_VERSION)
         indexed = ws.db.execute("SELECT COUNT(*) FROM images WHERE indexed_gen IS NOT NULL").fetchone()[0]
         assert indexed == ws.count("indexed = 1") > 0
         usable = ws.count("status = 'ok'")
@@ -242,6 +242,28 @@ def test_workspace_of_schema_4_is_queried_once_in_full_then_incrementally(small_
     stats = QueryStats()
     list(query(small_corpus, ws_dir, Settings(), progress=False, stats=stats))
     assert stats.queried == 0
+
+
+def test_workspace_of_schema_5_keeps_its_matches_and_clusters_them_as_before(small_corpus, tmp_path):
+    ws_dir, out = tmp_path / "ws", tmp_path / "q.csv"
+    assert run(["fill", str(small_corpus), str(ws_dir)]) == 0
+    assert run(["query", str(small_corpus), str(ws_dir), "-o", str(out)]) == 0
+    assert run(["clusters", str(ws_dir), "-o", str(tmp_path / "before.csv")]) == 0
+    db = sqlite3.connect(ws_dir / "pimmi.sqlite")
+    for column in ("query_cells", "result_cells"):
+        db.execute(f"ALTER TABLE matches DROP COLUMN {column}")
+    db.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with Workspace(ws_dir, create=False) as ws:
+        assert ws.get_meta("schema_version") == str(SCHEMA_VERSION) == "6"
+        stored = ws.db.execute("SELECT COUNT(*), COUNT(query_cells) FROM matches").fetchone()
+    assert stored[0] > 0 and stored[1] == 0  # where the inliers lie is unknown for matches stored before
+    assert run(["clusters", str(ws_dir), "-o", str(tmp_path / "after.csv")]) == 0
+    assert (tmp_path / "after.csv").read_text() == (tmp_path / "before.csv").read_text()
+    assert run(["query", str(small_corpus), str(ws_dir), "--requery", "-o", str(out)]) == 0
+    with Workspace(ws_dir, create=False) as ws:
+        assert ws.db.execute("SELECT COUNT(*) = COUNT(query_cells) FROM matches").fetchone() == (1,)
 
 
 def test_fast_preset_is_remembered_by_the_workspace_and_finds_copies(small_corpus, tmp_path):

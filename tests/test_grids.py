@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,65 @@ def test_a_copy_of_a_grid_joins_each_tile_cluster_without_merging_them(collage, 
     assert len(with_photo) >= 10
     # The copy of the grid matches the grid as a whole, yet sits in each photo's cluster, beside the grid.
     assert sum({"grid.jpg", "grid-copy.jpg"} <= m for m in with_photo) >= 10
+
+
+@pytest.fixture(scope="module")
+def twin_grids(tmp_path_factory) -> Path:
+    """Two 3x3 grids sharing two photos on one diagonal, laid out alike (one transform matches both), with
+    other photos beside them; and the photos."""
+    out = tmp_path_factory.mktemp("twins")
+    ims = photos(16)
+    for i, im in enumerate(ims):
+        im.save(out / f"photo-{i:02d}.jpg", quality=90)
+    grid([ims[i] for i in (0, 1, 2, 3, 4, 5, 6, 7, 8)], 3, 240, 0).save(out / "grid-a.jpg", quality=85)
+    grid([ims[i] for i in (0, 9, 10, 11, 4, 12, 13, 14, 15)], 3, 240, 0).save(out / "grid-b.jpg", quality=85)
+    return out
+
+
+def test_grids_sharing_tiles_laid_out_alike_keep_their_other_tiles_apart(twin_grids, tmp_path):
+    ws, q = tmp_path / "ws", tmp_path / "q.csv"
+    assert run(["--nb-threads", "2", "fill", str(twin_grids), str(ws)]) == 0
+    assert run(["--nb-threads", "2", "query", str(twin_grids), str(ws), "-o", str(q)]) == 0
+    rows = read_csv(q)
+    twins = [r for r in rows if (r["query_path"], r["result_path"]) == ("grid-a.jpg", "grid-b.jpg")]
+    assert len(twins) == 1 and len(twins[0]["query_cells"]) == 64
+
+    def clusters_of(matches: Path) -> list[set[str]]:
+        c = tmp_path / f"{matches.stem}-clusters.csv"
+        assert run(["clusters", str(ws), str(matches), "-o", str(c)]) == 0
+        members: dict[str, set[str]] = {}
+        for r in read_csv(c):
+            members.setdefault(r["cluster_id"], set()).add(r["path"])
+        return list(members.values())
+
+    def photos_together(matches: Path) -> list[list[str]]:
+        return [sorted(p for p in m if p.startswith("photo-")) for m in clusters_of(matches)]
+
+    # Where the inliers lie: the grids' match holds the two shared tiles, not the two beside them that its
+    # region spans, so each photo keeps its own cluster, and the shared ones hold both grids.
+    assert all(len(p) <= 1 for p in photos_together(q))
+    shared = [m for m in clusters_of(q) if m & {"photo-00.jpg", "photo-04.jpg"}]
+    assert len(shared) == 2 and all({"grid-a.jpg", "grid-b.jpg"} <= m for m in shared)
+    # Without it (a CSV without the columns), the region carries photo 1's tile onto photo 9's.
+    blind = tmp_path / "blind.csv"
+    with open(blind, "w", newline="") as f:
+        w = csv.DictWriter(f, [k for k in rows[0] if not k.endswith("_cells")], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    assert any(len(p) > 1 for p in photos_together(blind))
+
+
+def test_a_query_csv_with_damaged_cells_is_refused_with_its_line(twin_grids, tmp_path, capsys):
+    ws, q = tmp_path / "ws", tmp_path / "q.csv"
+    assert run(["fill", str(twin_grids), str(ws)]) == 0
+    assert run(["query", str(twin_grids), str(ws), "-o", str(q)]) == 0
+    rows = read_csv(q)
+    rows[1]["result_cells"] = rows[1]["result_cells"][:-3] + "xyz"
+    with open(q, "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    capsys.readouterr()
+    assert run(["clusters", str(ws), str(q), "-o", str(tmp_path / "c.csv")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"pimmi: error: {q}: line 3: result_cells is not 64 hexadecimal digits"

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from pimmi.settings import Settings
+from pimmi.verify import FULL_CELLS, cells_inside
 from pimmi.workspace import ImageRecord, Workspace
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ class Link:
     query_box: Box | None = None
     result_box: Box | None = None
     transform: tuple[float, ...] | None = None  # a, b, tx, c, d, ty: query pixel -> result pixel
+    query_cells: bytes | None = None  # where the inliers lie in each region (verify.inlier_cells)
+    result_cells: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -73,11 +76,13 @@ def read_match_csv(paths: Iterable[str | Path]) -> list[Link]:
                 raise ValueError(f"{p}: not a query CSV (needs columns {', '.join(sorted(need))})")
             boxed = "query_x0" in reader.fieldnames and "result_y1" in reader.fieldnames
             placed = "transform" in reader.fieldnames
-            for row in reader:
+            celled = "query_cells" in reader.fieldnames and "result_cells" in reader.fieldnames
+            for line, row in enumerate(reader, start=2):
                 q, r, n = int(row["query_image_id"]), int(row["result_image_id"]), int(row["nb_match_ransac"])
                 if boxed:
                     t = tuple(float(x) for x in row["transform"].split()) if placed and row["transform"] else None
-                    edges.append(Link(q, r, n, _box(row, "query"), _box(row, "result"), t))
+                    cells = _cells(p, line, row) if celled else (None, None)
+                    edges.append(Link(q, r, n, _box(row, "query"), _box(row, "result"), t, *cells))
                 else:
                     edges.append(Link(q, r, n))
     return edges
@@ -86,6 +91,21 @@ def read_match_csv(paths: Iterable[str | Path]) -> list[Link]:
 def _box(row: dict[str, str], side: str) -> Box:
     """The box ``side_x0 .. side_y1`` of a CSV row."""
     return tuple(float(row[f"{side}_{c}"]) for c in ("x0", "y0", "x1", "y1"))  # type: ignore[return-value]
+
+
+def _cells(path: str | Path, line: int, row: dict[str, str]) -> tuple[bytes | None, bytes | None]:
+    """A CSV row's ``query_cells`` and ``result_cells`` (empty: unknown)."""
+    out = []
+    for column in ("query_cells", "result_cells"):
+        text = row[column] or ""
+        try:
+            cells = bytes.fromhex(text)
+        except ValueError:
+            cells = b"?"
+        if cells and len(cells) != len(FULL_CELLS):
+            raise ValueError(f"{path}: line {line}: {column} is not {2 * len(FULL_CELLS)} hexadecimal digits")
+        out.append(cells or None)
+    return out[0], out[1]
 
 
 def expand_csv_argument(arg: str) -> list[str]:
@@ -225,8 +245,8 @@ def part_clusters(links: list[Link], images: dict[int, ImageRecord]) -> list[Par
     half of the smaller one); each part is a node, each match joins the parts it touches on both
     sides, and the clusters are the connected components of that graph. A region that spans
     several small separate parts (a whole copy of a grid) is split into one per part, each carried into
-    the other image by the match's transform (``_split_by_parts``); any other region spanning several
-    parts touches them all.
+    the other image by the match's transform (``_split_by_parts``; between two images tiled there, only
+    the parts holding its inliers); any other region spanning several parts touches them all.
     """
     sides = [(e.query, e.query_box or _whole(images[e.query]), e.result, e.result_box or _whole(images[e.result]), i)
              for i, e in enumerate(links)]  # fmt: skip
@@ -312,6 +332,7 @@ def part_clusters(links: list[Link], images: dict[int, ImageRecord]) -> list[Par
 
 Side = tuple[int, Box, int, Box, int]  # image a, its region, image b, its region, the link's index
 TILE = 0.25  # a part covering less than this share of its image can be a tile of a grid or montage
+MIN_CELLS = 2  # a part holds a link's inliers when this many of its cells hold some (verify.inlier_cells)
 
 
 def _split_by_parts(sides: list[Side], links: list[Link], images: dict[int, ImageRecord]) -> list[Side]:
@@ -325,41 +346,63 @@ def _split_by_parts(sides: list[Side], links: list[Link], images: dict[int, Imag
     parts = {image: _parts(boxes) for image, boxes in regions.items()}
     out = []
     for a, box_a, b, box_b, i in sides:
-        T = links[i].transform
-        if T is None:
+        e = links[i]
+        small_a, small_b = _small_parts(a, box_a, parts, images), _small_parts(b, box_b, parts, images)
+        tiles_a, tiles_b = _separate(small_a), _separate(small_b)
+        if e.transform is None or not (tiles_a or tiles_b):
             out.append((a, box_a, b, box_b, i))
             continue
-        M = np.array(T, np.float64).reshape(2, 3)
-        if pieces := _pieces(a, box_a, b, M, parts, images):
+        M = np.array(e.transform, np.float64).reshape(2, 3)
+        # Where the inliers lie decides only between two images that both look tiled there.
+        cells_a, cells_b = (e.query_cells, e.result_cells) if small_a and small_b else (None, None)
+        if tiles_a and (pieces := _pieces(tiles_a, box_a, cells_a, images[b], M)):
             out += [(a, pa, b, pb, i) for pa, pb in pieces]
-        elif pieces := _pieces(b, box_b, a, cv2.invertAffineTransform(M), parts, images):
+        elif tiles_b and (pieces := _pieces(tiles_b, box_b, cells_b, images[a], cv2.invertAffineTransform(M))):
             out += [(a, pa, b, pb, i) for pb, pa in pieces]
         else:
             out.append((a, box_a, b, box_b, i))
     return out
 
 
-def _pieces(
-    a: int, box: Box, b: int, M: np.ndarray, parts: dict[int, list[Box]], images: dict[int, ImageRecord]
-) -> list[tuple[Box, Box]] | None:
-    """(part, its image in ``b``) for each separate small part of ``a`` that ``box`` spans; None unless
-    several."""
-    rec = images[a]
+def _small_parts(image: int, box: Box, parts: dict[int, list[Box]], images: dict[int, ImageRecord]) -> list[Box]:
+    """The parts of ``image`` that ``box`` spans, when it spans several and all are small (tiles of a
+    grid, say); else none."""
+    rec = images[image]
     area = max(1.0, (rec.width or 1) * (rec.height or 1))
-    touched = [p for p in parts[a] if _overlap(box, p) >= SAME_REGION]
+    touched = [p for p in parts[image] if _overlap(box, p) >= SAME_REGION]
     if len(touched) < 2 or any(_area(p) >= TILE * area for p in touched):
-        return None
-    if any(_overlap(p, q) > 0.1 for k, p in enumerate(touched) for q in touched[k + 1 :]):
-        return None
-    other = images[b]
+        return []
+    return touched
+
+
+def _separate(parts: list[Box]) -> list[Box]:
+    """``parts`` when none overlaps another; else none."""
+    if any(_overlap(p, q) > 0.1 for k, p in enumerate(parts) for q in parts[k + 1 :]):
+        return []
+    return parts
+
+
+def _pieces(
+    tiles: list[Box], box: Box, cells: bytes | None, other: ImageRecord, M: np.ndarray
+) -> list[tuple[Box, Box]]:
+    """(tile, its image in ``other``) for each tile that the link of region ``box`` spans and, when its
+    ``cells`` are given, that holds some of its inliers.
+
+    Two grids that share two tiles laid out alike match through one transform, and the bounding box of
+    its inliers spans the tiles beside them too: those hold no inlier, and are not carried into the other
+    grid, where the transform would lay them on tiles of other photos. Cells are given only when the
+    region spans small parts in both images: a photo whose parts are the regions of two crops (one with
+    no keypoint of a whole copy's inliers) lies whole in that copy, every part where the transform puts it."""
+    if cells is not None:
+        tiles = [p for p in tiles if cells_inside(cells, box, p) >= MIN_CELLS] or tiles
     out = []
-    for p in touched:
+    for p in tiles:
         corners = box_quad(p, M)
         x0, y0 = np.maximum(corners.min(axis=0), 0)
         x1, y1 = np.minimum(corners.max(axis=0), [other.width or 0, other.height or 0])
         if x1 > x0 and y1 > y0:
             out.append((p, (float(x0), float(y0), float(x1), float(y1))))
-    return out if len(out) >= 2 else None
+    return out if len(out) >= 2 or (out and cells is not None) else []
 
 
 def box_quad(box: Box, T: np.ndarray) -> np.ndarray:

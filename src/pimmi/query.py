@@ -29,7 +29,7 @@ from pimmi.pixels import CLUMPED, Pictures, agreement, in_region, unlike
 from pimmi.progress import bar
 from pimmi.settings import Settings
 from pimmi.sift import Features, mirror, rootsift
-from pimmi.verify import PairJob, PairResult, check_pair, check_pairs
+from pimmi.verify import FULL_CELLS, PairJob, PairResult, check_pair, check_pairs
 from pimmi.workspace import ImageRecord, Workspace, WorkspaceError
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class Match:
     query_box: tuple[float, float, float, float]  # matched region, original pixels: x0, y0, x1, y1
     result_box: tuple[float, float, float, float]
     transform: tuple[float, ...]  # a, b, tx, c, d, ty: query pixel -> result pixel (mirroring included)
+    query_cells: bytes | None  # where the inliers lie in each region (verify.inlier_cells); hex in the CSV
+    result_cells: bytes | None
 
 
 BOX_COLUMNS = ["x0", "y0", "x1", "y1"]
@@ -80,6 +82,8 @@ def csv_row(m: Match) -> list:
             row += list(v)
         elif f.name == "transform":
             row.append(" ".join(f"{x:.6g}" for x in v))
+        elif f.name.endswith("_cells"):
+            row.append(v.hex() if v else "")
         elif isinstance(v, bool):
             row.append(int(v))
         elif isinstance(v, float):
@@ -271,6 +275,8 @@ def stored_match(m: dict, q: ImageRecord, r: ImageRecord, pack: int) -> Match:
         query_box=m["query_box"],
         result_box=m["result_box"],
         transform=m["transform"],
+        query_cells=m.get("query_cells"),
+        result_cells=m.get("result_cells"),
     )
 
 
@@ -300,7 +306,7 @@ def duplicate_match(dup: ImageRecord, o: ImageRecord) -> Match:
     box = (0.0, 0.0, float(o.width or 0), float(o.height or 0))
     return Match(
         0, dup.id, o.id, dup.path, o.path, n, n, 1.0, n, o.width or 0, o.height or 0, n, o.width or 0,
-        o.height or 0, False, box, box, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+        o.height or 0, False, box, box, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), FULL_CELLS, FULL_CELLS,
     )  # fmt: skip
 
 
@@ -574,6 +580,8 @@ class Matcher:
             "query_box": pair.query_box,
             "result_box": pair.result_box,
             "transform": tuple(round(float(x), 6) for x in pair.transform[:2].ravel()),
+            "query_cells": pair.query_cells,
+            "result_cells": pair.result_cells,
         }
         return stored_match(fields_of, q, r, 0)
 

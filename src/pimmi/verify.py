@@ -77,6 +77,34 @@ def bounding_box(points: np.ndarray) -> tuple[float, float, float, float]:
     return round(float(x0), 1), round(float(y0), 1), round(float(x1), 1), round(float(y1), 1)
 
 
+CELLS = 16  # the matched region's inliers are recorded on a CELLS x CELLS grid of its box
+FULL_CELLS = b"\xff" * (CELLS * CELLS // 8)  # every cell: a match of every point (an exact duplicate)
+
+
+def inlier_cells(points: np.ndarray, box: tuple[float, float, float, float]) -> bytes:
+    """Which cells of a CELLS x CELLS grid over ``box`` hold an inlier (row-major bits, numpy ``packbits``):
+    where in its region a match lies, so that clustering can tell the tiles of a grid that it joins
+    from those its bounding box only spans."""
+    x0, y0, x1, y1 = box
+    col = np.clip(((points[:, 0] - x0) * CELLS / max(x1 - x0, 1e-9)).astype(int), 0, CELLS - 1)
+    row = np.clip(((points[:, 1] - y0) * CELLS / max(y1 - y0, 1e-9)).astype(int), 0, CELLS - 1)
+    grid = np.zeros(CELLS * CELLS, bool)
+    grid[row * CELLS + col] = True
+    return np.packbits(grid).tobytes()
+
+
+def cells_inside(cells: bytes, box: tuple[float, float, float, float], part: tuple[float, float, float, float]) -> int:
+    """How many of ``box``'s cells holding an inlier lie wholly inside ``part`` (same pixels as ``box``)."""
+    x0, y0, x1, y1 = box
+    w, h = (x1 - x0) / CELLS, (y1 - y0) / CELLS
+    occupied = np.flatnonzero(np.unpackbits(np.frombuffer(cells, np.uint8))[: CELLS * CELLS])
+    cx = x0 + (occupied % CELLS + 0.5) * w
+    cy = y0 + (occupied // CELLS + 0.5) * h
+    px0, py0, px1, py1 = part
+    inside = (cx - w / 2 >= px0) & (cx + w / 2 <= px1) & (cy - h / 2 >= py0) & (cy + h / 2 <= py1)
+    return int(inside.sum())
+
+
 def overlap_share(
     points: np.ndarray, inliers: np.ndarray, transform: np.ndarray, other_size: tuple[float, float]
 ) -> float:
@@ -173,15 +201,19 @@ def check_pair(job: PairJob, s: Settings) -> tuple[PairResult | None, str]:
     q_share, r_share = float(job.q_repeated.mean()), float(job.r_repeated.mean())
     if rests_on_patterns(q_rep, r_rep, q_share, r_share, s.query_match_nb_ransac_threshold, s.query_pattern_alpha):
         return None, "pattern_only"
+    q_orig, r_orig = q_in * (rec.scale or 1.0), r_pts[v.inliers] * (r.scale or 1.0)
+    q_box, r_box = bounding_box(q_orig), bounding_box(r_orig)
     pair = PairResult(
         rec.id,
         v.nb_correspondences,
         v.nb_inliers,
         _to_original(v.transform, rec, r, job.mirrored),
-        bounding_box(q_in * rec.scale),
-        bounding_box(r_pts[v.inliers] * r.scale),
+        q_box,
+        r_box,
         q_kp[v.inliers],
         r_kp[v.inliers],
+        inlier_cells(q_orig, q_box),
+        inlier_cells(r_orig, r_box),
     )
     return pair, "verified"
 
@@ -210,6 +242,8 @@ class PairResult:
     result_box: tuple[float, float, float, float]
     query_inliers: np.ndarray  # the inliers' keypoint indices in each image
     result_inliers: np.ndarray
+    query_cells: bytes  # where in each region the inliers lie (inlier_cells)
+    result_cells: bytes
 
     def towards(self, query_id: int) -> PairResult:
         if query_id == self.query_id:
@@ -223,6 +257,8 @@ class PairResult:
             self.query_box,
             self.result_inliers,
             self.query_inliers,
+            self.result_cells,
+            self.query_cells,
         )
 
 

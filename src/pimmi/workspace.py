@@ -31,7 +31,7 @@ from pimmi.paths import read_path, stored_path
 from pimmi.settings import LEGACY_FEATURE_SETTINGS
 from pimmi.sift import Features, repeated_keypoints
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 CATALOGUE = "pimmi.sqlite"
 
 SCHEMA = """
@@ -75,6 +75,8 @@ CREATE TABLE IF NOT EXISTS matches (
     transform TEXT NOT NULL,
     run_id INTEGER,
     derived INTEGER NOT NULL DEFAULT 0,
+    query_cells BLOB,
+    result_cells BLOB,
     PRIMARY KEY (query_id, result_id)
 );
 CREATE TABLE IF NOT EXISTS unindexed (
@@ -241,6 +243,8 @@ class Workspace:
         # 3 added the reviews table, 4 the posts and post_images tables: created above
         if int(version) < 5:
             self._migrate_to_5()
+        if int(version) < 6:
+            self._migrate_to_6()
 
     def close(self) -> None:
         self.db.close()
@@ -275,6 +279,17 @@ class Workspace:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
             gen = int(self.get_meta("index_generation") or 0)
             db.execute("UPDATE images SET indexed_gen = ? WHERE indexed = 1", (gen,))
+            self.set_meta("schema_version", 5)
+
+    def _migrate_to_6(self) -> None:
+        """Version 6 records where each match's inliers lie in its regions (``verify.inlier_cells``).
+        Matches stored before have none (NULL): clustering treats them as before, until a query with
+        ``--requery`` stores them again."""
+        with self.transaction() as db:
+            have = {row[1] for row in db.execute("PRAGMA table_info(matches)")}
+            for column in ("query_cells", "result_cells"):
+                if column not in have:
+                    db.execute(f"ALTER TABLE matches ADD COLUMN {column} BLOB")
             self.set_meta("schema_version", SCHEMA_VERSION)
 
     def __enter__(self) -> Workspace:
@@ -586,15 +601,17 @@ class Workspace:
                 json.dumps(r["result_box"]),
                 json.dumps(r["transform"]),
                 run_id,
+                r.get("query_cells"),
+                r.get("result_cells"),
             )
             own.append(row)
             if both_ways:
                 derived.append(_reversed(row))
         columns = "query_id, result_id, mirrored, nb_match_total, nb_match_ransac, ransac_ratio, query_box, "
-        columns += "result_box, transform, run_id, derived"
+        columns += "result_box, transform, run_id, query_cells, result_cells, derived"
         with self.transaction() as db:
-            db.executemany(f"INSERT OR REPLACE INTO matches ({columns}) VALUES (?,?,?,?,?,?,?,?,?,?,0)", own)
-            db.executemany(f"INSERT OR IGNORE INTO matches ({columns}) VALUES (?,?,?,?,?,?,?,?,?,?,1)", derived)
+            db.executemany(f"INSERT OR REPLACE INTO matches ({columns}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,0)", own)
+            db.executemany(f"INSERT OR IGNORE INTO matches ({columns}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,1)", derived)
 
     def clear_matches(self, query_ids: Sequence[int]) -> None:
         """Forget what the queries of ``query_ids`` stored: their own matches and those derived from them."""
@@ -630,26 +647,32 @@ class Workspace:
         inliers first."""
         rows = self.db.execute(
             "SELECT query_id, result_id, mirrored, nb_match_total, nb_match_ransac, query_box, result_box, "
-            "transform, ransac_ratio FROM matches WHERE query_id = ? ORDER BY nb_match_ransac DESC, result_id",
+            "transform, ransac_ratio, query_cells, result_cells FROM matches WHERE query_id = ? "
+            "ORDER BY nb_match_ransac DESC, result_id",
             (query_id,),
         ).fetchall()
-        return [_match_dict(row[:8]) | {"ransac_ratio": row[8]} for row in rows]
+        return [
+            _match_dict(row[:8]) | {"ransac_ratio": row[8], "query_cells": row[9], "result_cells": row[10]}
+            for row in rows
+        ]
 
     def has_queried(self, image_id: int) -> bool:
         row = self.db.execute("SELECT queried_gen FROM images WHERE id = ?", (image_id,)).fetchone()
         return row is not None and row[0] is not None
 
-    def match_links(self) -> list[tuple[int, int, int, tuple | None, tuple | None, tuple | None]]:
-        """(query id, result id, inliers, query box, result box, transform) of every stored match, but those a
-        person marked wrong."""
+    def match_links(self) -> list[tuple[int, int, int, tuple, tuple, tuple, bytes | None, bytes | None]]:
+        """(query id, result id, inliers, query box, result box, transform, query cells, result cells) of every
+        stored match, but those a person marked wrong."""
         rows = self.db.execute(
-            "SELECT query_id, result_id, nb_match_ransac, query_box, result_box, transform FROM matches m "
+            "SELECT query_id, result_id, nb_match_ransac, query_box, result_box, transform, query_cells, "
+            "result_cells FROM matches m "
             "WHERE NOT EXISTS ("
             "SELECT 1 FROM reviews v WHERE v.kind = 'match' AND v.verdict = 'wrong' "
             "AND v.a = MIN(m.query_id, m.result_id) AND v.b = MAX(m.query_id, m.result_id))"
         )
         return [
-            (q, r, n, tuple(json.loads(qb)), tuple(json.loads(rb)), tuple(json.loads(t))) for q, r, n, qb, rb, t in rows
+            (q, r, n, tuple(json.loads(qb)), tuple(json.loads(rb)), tuple(json.loads(t)), qc, rc)
+            for q, r, n, qb, rb, t, qc, rc in rows
         ]
 
     def matches_of(self, image_id: int) -> list[dict[str, Any]]:
@@ -746,10 +769,10 @@ def seen_from(match: dict[str, Any], a: int) -> tuple[np.ndarray, tuple, tuple]:
 
 def _reversed(row: tuple) -> tuple:
     """A match row seen from its result image: sides, regions and transform swapped."""
-    q, r, mirrored, total, inliers, ratio, qb, rb, transform, run_id = row
+    q, r, mirrored, total, inliers, ratio, qb, rb, transform, run_id, qc, rc = row
     T = cv2.invertAffineTransform(np.array(json.loads(transform), np.float64).reshape(2, 3))
     inverse = json.dumps([round(float(x), 6) for x in T.ravel()])
-    return r, q, mirrored, total, inliers, ratio, rb, qb, inverse, run_id
+    return r, q, mirrored, total, inliers, ratio, rb, qb, inverse, run_id, rc, qc
 
 
 def _match_dict(row: Sequence[Any]) -> dict[str, Any]:
