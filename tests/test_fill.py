@@ -19,8 +19,10 @@ from PIL import Image
 from conftest import copy_tree, run
 from pimmi import cli
 from pimmi.demo import build_corpus, sample_photo
+from pimmi.fill import fill
 from pimmi.query import QueryStats, query
 from pimmi.settings import PRESETS, Settings
+from pimmi.sift import rootsift
 from pimmi.workspace import SCHEMA_VERSION, Workspace
 
 
@@ -385,3 +387,31 @@ def test_status_says_what_the_workspace_holds(small_corpus, tmp_path, capsys):
     (ws / "pimmi.sqlite").write_bytes(b"garbage" * 1000)
     assert cli.main(["status", str(ws)]) == 1
     assert "damaged:" in capsys.readouterr().out
+
+
+def test_index_training_sample_takes_a_share_of_every_sampled_image(small_corpus, tmp_path, monkeypatch):
+    from pimmi import fill as fill_module
+
+    seen = {}
+    real_train = fill_module.idx.train
+
+    def train(index, data):
+        seen["data"] = data
+        real_train(index, data)
+
+    monkeypatch.setattr(fill_module.idx, "train", train)
+    report = fill(small_corpus / "images", tmp_path / "ws", Settings(nb_threads=2, index_type="IVF16,SQ8"),
+                  progress=False)  # fmt: skip
+    data = seen["data"]
+    assert len(data) == 40 * 16 and data.dtype == np.float32 and data.flags["C_CONTIGUOUS"]
+    assert np.allclose(np.linalg.norm(data, axis=1), 1.0, atol=1e-3)  # RootSIFT rows
+    assert report.seconds["train"] > 0
+    with Workspace(tmp_path / "ws", create=False) as ws:
+        feats = ws.features([r.id for r in ws.images() if r.status == "ok"])
+    # Every sampled image gives its share: rows come from most images, none gives all of its points.
+    owner = {}
+    for image_id, f in feats.items():
+        for row in rootsift(f.descriptors):
+            owner[row.tobytes()] = image_id
+    counts = np.bincount([owner[row.tobytes()] for row in data if row.tobytes() in owner])
+    assert (counts > 0).sum() >= 0.7 * len(feats) and counts.max() < max(len(f) for f in feats.values())
