@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -159,8 +160,7 @@ def run_one(work: Path, n: int, real: bool, threads: int, sources: int) -> dict:
     ready = ws / "distractors.done"
     extract_ms = None
     if not ready.exists():
-        if ws.exists():
-            subprocess.run(["rm", "-rf", str(ws)], check=True)
+        shutil.rmtree(ws, ignore_errors=True)  # an interrupted build starts again
         if real:
             extract_ms = 1000 * extract(procedural(work / f"real-{n}", n, 11), ws, threads)
         else:
@@ -191,10 +191,8 @@ def run_one(work: Path, n: int, real: bool, threads: int, sources: int) -> dict:
         index_type = w.get_meta("index_type")
         index_bytes = w.index_path().stat().st_size
     truth_paths = {r["path"] for r in csv.DictReader(open(bench / "truth.csv", newline=""))}
-    queried = set()
     linked = set()
     for r in csv.DictReader(open(ws / "query.csv", newline="")):
-        queried.add(r["query_path"])
         if r["result_path"] not in truth_paths:
             linked.add(r["query_path"])
     median, p10 = nearest_distractor(ws, bench / "truth.csv")

@@ -203,15 +203,20 @@ def test_workspace_of_schema_1_gains_repeated_pattern_flags(small_corpus, tmp_pa
     assert run(["query", str(small_corpus), str(ws_dir), "-o", str(tmp_path / "q.csv")]) == 0
 
 
+def downgrade(ws_dir: Path, version: int, *statements: str) -> None:
+    """Make a workspace look like an older schema's: ``statements``, then its version."""
+    db = sqlite3.connect(ws_dir / "pimmi.sqlite")
+    for statement in statements:
+        db.execute(statement)
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+    db.commit()
+    db.close()
+
+
 def test_workspace_of_schema_2_gains_the_reviews_and_posts_tables(small_corpus, tmp_path):
     ws_dir = tmp_path / "ws"
     assert run(["fill", str(small_corpus), str(ws_dir)]) == 0
-    db = sqlite3.connect(ws_dir / "pimmi.sqlite")
-    for table in ("reviews", "post_images", "posts"):
-        db.execute(f"DROP TABLE {table}")
-    db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
-    db.commit()
-    db.close()
+    downgrade(ws_dir, 2, *(f"DROP TABLE {table}" for table in ("reviews", "post_images", "posts")))
     with Workspace(ws_dir, create=False) as ws:
         assert ws.get_meta("schema_version") == str(SCHEMA_VERSION) == "6"
         ws.set_cluster_review([3, 1, 2], "checked")
@@ -224,13 +229,8 @@ def test_workspace_of_schema_4_is_queried_once_in_full_then_incrementally(small_
     assert run(["fill", str(small_corpus), str(ws_dir)]) == 0
     assert run(["query", str(small_corpus), str(ws_dir), "-o", str(out)]) == 0
     before = out.read_text()
-    db = sqlite3.connect(ws_dir / "pimmi.sqlite")
-    for table, column in (("images", "indexed_gen"), ("images", "queried_gen"), ("matches", "derived")):
-        db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
-    db.execute("DROP TABLE unindexed")
-    db.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
-    db.commit()
-    db.close()
+    columns = (("images", "indexed_gen"), ("images", "queried_gen"), ("matches", "derived"))
+    downgrade(ws_dir, 4, *(f"ALTER TABLE {t} DROP COLUMN {c}" for t, c in columns), "DROP TABLE unindexed")
     with Workspace(ws_dir, create=False) as ws:
         assert ws.get_meta("schema_version") == str(SCHEMA_VERSION)
         indexed = ws.db.execute("SELECT COUNT(*) FROM images WHERE indexed_gen IS NOT NULL").fetchone()[0]
@@ -251,12 +251,7 @@ def test_workspace_of_schema_5_keeps_its_matches_and_clusters_them_as_before(sma
     assert run(["fill", str(small_corpus), str(ws_dir)]) == 0
     assert run(["query", str(small_corpus), str(ws_dir), "-o", str(out)]) == 0
     assert run(["clusters", str(ws_dir), "-o", str(tmp_path / "before.csv")]) == 0
-    db = sqlite3.connect(ws_dir / "pimmi.sqlite")
-    for column in ("query_cells", "result_cells"):
-        db.execute(f"ALTER TABLE matches DROP COLUMN {column}")
-    db.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
-    db.commit()
-    db.close()
+    downgrade(ws_dir, 5, *(f"ALTER TABLE matches DROP COLUMN {column}" for column in ("query_cells", "result_cells")))
     with Workspace(ws_dir, create=False) as ws:
         assert ws.get_meta("schema_version") == str(SCHEMA_VERSION) == "6"
         stored = ws.db.execute("SELECT COUNT(*), COUNT(query_cells) FROM matches").fetchone()
