@@ -43,14 +43,18 @@ def photo_descriptors() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.concatenate(orig), np.concatenate(copy), np.concatenate(owner)
 
 
-def test_graph_lists_are_trained_in_two_levels_and_find_the_copies(photo_descriptors):
+@pytest.mark.parametrize("factory", ["IVF64_HNSW32,SQ8", "OPQ16_128,IVF64_HNSW32,PQ16"])
+def test_graph_lists_are_trained_in_two_levels_and_find_the_copies(photo_descriptors, factory):
     orig, copy, owner = photo_descriptors
-    index = idx.create_index("IVF64_HNSW32,SQ8")
-    idx.train(index, orig)
+    index = idx.create_index(factory)
+    sample = orig.copy()
+    idx.train(index, sample)  # a rotation (OPQ) is applied to the sample in place
+    assert index.is_trained
+    assert np.array_equal(sample, orig) == ("OPQ" not in factory)
     ivf = idx._ivf(index)
     assert ivf.quantizer.ntotal == 64
     # the lists are balanced as k-means lists are: none holds a large part of the corpus
-    sizes = np.bincount(ivf.quantizer.search(orig, 1)[1].ravel(), minlength=64)
+    sizes = np.bincount(ivf.quantizer.search(sample, 1)[1].ravel(), minlength=64)  # in the lists' space
     assert sizes.max() < 0.1 * len(orig) and (sizes > 0).sum() > 0.9 * 64
     index.add(orig)
     idx.set_nprobe(index, 2)
