@@ -29,14 +29,13 @@ import argparse
 import csv
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCH_KIT, make_bench, print_table, score, timed  # noqa: E402
+from common import make_bench, print_table, score, timed  # noqa: E402
 from pimmi import index as idx  # noqa: E402
 from pimmi.executor import executor_for  # noqa: E402
 from pimmi.fill import add_images  # noqa: E402
@@ -58,15 +57,8 @@ def copydays(work: Path) -> Path:
 
 def procedural(out: Path, n: int, seed: int) -> Path:
     """``n`` procedural images of the shared kit (its ``--synthetic``), in ``out/images``."""
-    if not (out / "truth.csv").exists():
-        subprocess.run(
-            [sys.executable, str(BENCH_KIT / "make_copybench.py"), "--pool", str(BENCH_KIT / "pool"), "--out",
-             str(out), "--seed", str(seed), "--originals", "0", "--copies", "0", "--distractors", "0",
-             "--montages", "0", "--no-text", "--synthetic", str(n)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-    return out / "images"
+    none = ["--originals", "0", "--copies", "0", "--distractors", "0", "--montages", "0", "--no-text"]
+    return make_bench(out, seed, *none, "--synthetic", str(n)) / "images"
 
 
 def extract(images: Path, ws_dir: Path, threads: int) -> float:

@@ -98,13 +98,16 @@ def _cells(path: str | Path, line: int, row: dict[str, str]) -> tuple[bytes | No
     out = []
     for column in ("query_cells", "result_cells"):
         text = row[column] or ""
+        if not text:
+            out.append(None)
+            continue
         try:
             cells = bytes.fromhex(text)
         except ValueError:
-            cells = b"?"
-        if cells and len(cells) != len(FULL_CELLS):
+            cells = b""
+        if len(cells) != len(FULL_CELLS):
             raise ValueError(f"{path}: line {line}: {column} is not {2 * len(FULL_CELLS)} hexadecimal digits")
-        out.append(cells or None)
+        out.append(cells)
     return out[0], out[1]
 
 
@@ -347,9 +350,12 @@ def _split_by_parts(sides: list[Side], links: list[Link], images: dict[int, Imag
     out = []
     for a, box_a, b, box_b, i in sides:
         e = links[i]
+        if e.transform is None:
+            out.append((a, box_a, b, box_b, i))
+            continue
         small_a, small_b = _small_parts(a, box_a, parts, images), _small_parts(b, box_b, parts, images)
         tiles_a, tiles_b = _separate(small_a), _separate(small_b)
-        if e.transform is None or not (tiles_a or tiles_b):
+        if not (tiles_a or tiles_b):
             out.append((a, box_a, b, box_b, i))
             continue
         M = np.array(e.transform, np.float64).reshape(2, 3)
