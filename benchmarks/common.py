@@ -16,16 +16,16 @@ BENCH_KIT = ROOT.parent / "shared" / "bench"
 
 
 def tree_usage(pid: int) -> tuple[int, dict[int, float]]:
-    """Resident memory (bytes) of a process and all its descendants, and each one's CPU seconds so far, from /proc."""
+    """Memory (bytes) of a process and all its descendants, and each one's CPU seconds so far, from /proc.
+
+    Memory is the proportional set size (PSS): pages shared by several processes of the tree (a memory-mapped
+    index read by each worker) count once in all, where summed RSS counted them once per process."""
     total, cpu, todo = 0, {}, [pid]
     tick = os.sysconf("SC_CLK_TCK")
     while todo:
         p = todo.pop()
         try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
+            total += _memory(p)
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             cpu[p] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
@@ -37,8 +37,21 @@ def tree_usage(pid: int) -> tuple[int, dict[int, float]]:
     return total, cpu
 
 
+def _memory(pid: int) -> int:
+    """PSS of one process in bytes (its RSS where the kernel gives no smaps_rollup)."""
+    try:
+        return _kib(f"/proc/{pid}/smaps_rollup", "Pss:") * 1024
+    except FileNotFoundError:
+        return _kib(f"/proc/{pid}/status", "VmRSS:") * 1024
+
+
+def _kib(name: str, field: str) -> int:
+    with open(name) as f:
+        return next((int(line.split()[1]) for line in f if line.startswith(field)), 0)
+
+
 def timed(cmd: list[str], log: Path | None = None) -> dict[str, float]:
-    """Run ``cmd``; wall seconds, CPU seconds and peak RSS (MB) of its whole process tree.
+    """Run ``cmd``; wall seconds, CPU seconds and peak memory (PSS, MB) of its whole process tree.
 
     CPU is sampled per process from /proc as well: worker processes started by a forkserver
     are not this process's children, so their time never reaches ``os.times()``.

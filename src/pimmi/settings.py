@@ -87,7 +87,11 @@ class Settings:
         "(Flat when small, IVF-SQ8 when medium, IVF-PQ for tens of millions).",
         "index",
     )
-    index_nb_images_to_train: int = _opt(25000, "At most this many images are sampled to train the index.", "index")
+    index_nb_images_to_train: int = _opt(
+        100_000,
+        "At most this many images are sampled to train the index (each gives an equal share of the points).",
+        "index",
+    )
     index_nprobe: int = _opt(
         0,
         "Inverted lists visited per search (IVF indexes); 0: 2 (the lists grow with the corpus, so that the "
