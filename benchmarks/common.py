@@ -67,10 +67,13 @@ def timed(cmd: list[str], log: Path | None = None) -> dict[str, float]:
     def sample() -> None:
         nonlocal peak
         while not stop.is_set():
+            t = time.perf_counter()
             rss, cpu = tree_usage(proc.pid)
             peak = max(peak, rss)
             cpu_seen.update(cpu)
-            stop.wait(0.05)
+            # reading PSS walks the page tables (~25 ms for a process mapping a large index): sampling
+            # waits ten times as long as that took, so that it costs the command under a tenth of a core
+            stop.wait(max(0.05, 10 * (time.perf_counter() - t)))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
