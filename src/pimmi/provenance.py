@@ -132,11 +132,20 @@ def photometric_distance(pair: Pair, ra: ImageRecord, rb: ImageRecord, small: di
     ia, ib = small.get(pair.a), small.get(pair.b)
     if ia is None or ib is None:
         return None
-    warped = overlay(ra, rb, pair.transform, ia, ib)
-    valid = overlay(ra, rb, pair.transform, ia, np.ones(ib.shape[:2], np.float32)) > 0.99
-    if valid.sum() < 0.05 * valid.size:
+    laid = overlap(ra, rb, pair.transform, ia, ib)
+    if laid is None:
         return None
+    warped, valid = laid
     return float(np.abs(warped - ia)[valid].mean())
+
+
+def overlap(
+    ra: ImageRecord, rb: ImageRecord, T: np.ndarray, image_a: np.ndarray, image_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``b`` laid over ``a`` (``overlay``) and where it covers ``a``; None when it covers under 5 % of it."""
+    warped = overlay(ra, rb, T, image_a, image_b)
+    valid = overlay(ra, rb, T, image_a, np.ones(image_b.shape[:2], np.float32)) > 0.99
+    return (warped, valid) if valid.sum() >= 0.05 * valid.size else None
 
 
 def _angle(T: np.ndarray) -> float:
@@ -359,10 +368,10 @@ def outside_agreement(
         return None
     shares = []
     for other, small, T in others:
-        warped = overlay(rec, other, T, image, small)
-        valid = overlay(rec, other, T, image, np.ones(small.shape[:2], np.float32)) > 0.99
-        if valid.sum() < 0.05 * valid.size:
+        laid = overlap(rec, other, T, image, small)
+        if laid is None:
             continue
+        warped, valid = laid
         gain, offset = tone_fit(warped[valid], image[valid])
         agree = valid & (np.abs(warped * gain + offset - image) <= AGREE)
         shares.append(float(agree[outside].mean()))
