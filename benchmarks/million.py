@@ -144,7 +144,7 @@ def nearest_distractor(ws_dir: Path, truth: Path, sample: int = 2000) -> tuple[f
     return float(np.median(far)), float(np.percentile(far, 10))
 
 
-def run_one(work: Path, n: int, real: bool, threads: int, sources: int) -> dict:
+def run_one(work: Path, n: int, real: bool, threads: int, sources: int, index_type: str) -> dict:
     kind = "real" if real else "synthetic"
     bench = copydays(work)
     ws = work / f"ws-{kind}-{n}"
@@ -173,7 +173,7 @@ def run_one(work: Path, n: int, real: bool, threads: int, sources: int) -> dict:
         db.execute("DELETE FROM matches")
     for f in ws.glob("index-*.faiss"):
         f.unlink()
-    fill = timed([*exe, "fill", str(bench / "images"), str(ws)], log)
+    fill = timed([*exe, "fill", str(bench / "images"), str(ws), "--index-type", index_type], log)
     query = timed([*exe, "query", str(bench / "images"), str(ws), "--requery", "-o", str(ws / "query.csv")], log)
     clusters = ws / "clusters.csv"
     clus = timed([*exe, "clusters", str(ws), "-o", str(clusters)], log)
@@ -215,6 +215,7 @@ def main() -> int:
     ap.add_argument("--both", action="store_true", help="synthetic and real, side by side")
     ap.add_argument("--sources", type=int, default=2000, help="extracted images whose features are recombined")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--index-type", default="auto", help="a FAISS factory string for every row (like for like)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/pimmi-million"))
     ap.add_argument("--json", type=Path, help="write the rows here (one object when one row)")
     a = ap.parse_args()
@@ -223,7 +224,7 @@ def main() -> int:
     rows = []
     for n in (int(x) for x in a.distractors.split(",")):
         for real in kinds:
-            rows.append(run_one(a.work, n, real, a.threads, a.sources))
+            rows.append(run_one(a.work, n, real, a.threads, a.sources, a.index_type))
             print(json.dumps(rows[-1]), file=sys.stderr)  # each row as it comes: a long run may be stopped
     print_table(rows, list(rows[0]))
     if a.json:

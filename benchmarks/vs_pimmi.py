@@ -6,8 +6,9 @@
 Installs PIMMI 0.4.0 from PyPI in its own virtual environment (plus `requests`, which 0.4.0
 forgets to declare), generates a 1500-image Copydays-style benchmark with ../shared/bench,
 runs both tools alternately with the same number of workers, and prints the median of the
-runs and the ratio. PIMMI runs with its README's Copydays settings (its best quality);
-``--presets`` adds pimmi runs with those presets (``pimmi --preset NAME``) to the rotation.
+runs and the ratios. PIMMI runs twice in each round: with its defaults, and with its README's Copydays
+settings (its best quality); ``--presets`` adds pimmi runs with those presets (``pimmi --preset NAME``)
+to the rotation.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def run_tool(name: str, exe: str, extra: list[str], bench: Path, work: Path, thr
     fill = timed([exe, *opts, "fill", images, str(ws), "--erase", "--force"], log)
     matches = str(work / f"{slug}-q.csv")
     query = timed([exe, *opts, "query", images, str(ws), "-o", matches], log)
-    source = [matches] if name == "PIMMI 0.4.0" else []  # PIMMI clusters its query CSV; pimmi, its workspace
+    source = [matches] if name.startswith("PIMMI") else []  # PIMMI clusters its query CSV; pimmi, its workspace
     clus = timed([exe, *opts, "clusters", str(ws), *source, "-o", str(clusters)], log)
     s = score(bench / "truth.csv", clusters)
     return {
@@ -67,6 +68,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=101)
     ap.add_argument("--work", type=Path, default=Path("/tmp/pimmi-bench"))
     ap.add_argument("--presets", default="", help="comma-separated pimmi presets to run as well, e.g. fast")
+    ap.add_argument("--no-reference", action="store_true", help="pimmi only (while working on its speed)")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     bench = make_bench(
@@ -86,7 +88,11 @@ def main() -> int:
     tools = {"pimmi": (ours, ["--silent"])}
     for preset in filter(None, a.presets.split(",")):
         tools[f"pimmi --preset {preset}"] = (ours, ["--silent", "--preset", preset])
-    tools["PIMMI 0.4.0"] = (str(ensure_reference(a.work / "pimmi-0.4.0-venv")), PIMMI_TUNED)
+    references = {}
+    if not a.no_reference:
+        exe = str(ensure_reference(a.work / "pimmi-0.4.0-venv"))
+        references = {"PIMMI 0.4.0 defaults": (exe, []), "PIMMI 0.4.0 Copydays settings": (exe, PIMMI_TUNED)}
+    tools.update(references)
     results: dict[str, list[dict]] = {name: [] for name in tools}
     for i in range(a.runs):
         for name, (exe, extra) in tools.items() if i % 2 == 0 else reversed(tools.items()):
@@ -97,14 +103,15 @@ def main() -> int:
     for name, runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "tool"}
         table.append({"tool": name, **med})
-    ref = table[-1]
-    for row in table[:-1]:
-        table.append(
-            {
-                "tool": f"ratio PIMMI / {row['tool']}",
-                **{k: ref[k] / row[k] for k in ("fill_s", "query_s", "total_s", "cpu_s", "peak_rss_mb")},
-            }
-        )
+    ours_rows = [row for row in table if row["tool"] not in references]
+    for ref in [row for row in table if row["tool"] in references]:
+        for row in ours_rows:
+            table.append(
+                {
+                    "tool": f"ratio {ref['tool']} / {row['tool']}",
+                    **{k: ref[k] / row[k] for k in ("fill_s", "query_s", "total_s", "cpu_s", "peak_rss_mb")},
+                }
+            )
     cols = [
         "tool",
         "fill_s",

@@ -102,6 +102,51 @@ def test_list_scan_finds_what_faiss_search_finds(photo_descriptors, factory):
         assert len(pairs_got ^ pairs_want) <= 1e-3 * len(pairs_want)  # float rounding at the threshold only
 
 
+def _same_lists(a: faiss.Index, b: faiss.Index) -> None:
+    a, b = faiss.extract_index_ivf(a), faiss.extract_index_ivf(b)
+    for lst in range(a.nlist):
+        n = a.invlists.list_size(lst)
+        assert b.invlists.list_size(lst) == n
+        if n:
+            assert np.array_equal(
+                faiss.rev_swig_ptr(a.invlists.get_ids(lst), n), faiss.rev_swig_ptr(b.invlists.get_ids(lst), n)
+            )
+            size = n * a.code_size
+            assert np.array_equal(
+                faiss.rev_swig_ptr(a.invlists.get_codes(lst), size), faiss.rev_swig_ptr(b.invlists.get_codes(lst), size)
+            )
+
+
+def test_grouped_assignment_finds_the_nearest_list(photo_descriptors):
+    orig, copy, _ = photo_descriptors
+    centroids = idx._two_level_centroids(orig, 1024)
+    exact = faiss.IndexFlatL2(idx.DIM)
+    exact.add(centroids)
+    d_exact, i_exact = exact.search(copy, 1)
+    d_all, i_all = idx.Assigner(centroids, probes=10_000).nearest(copy, threads=2)  # every group: exact
+    assert (i_all == i_exact[:, 0]).mean() > 0.999 and np.allclose(d_all, d_exact[:, 0], atol=1e-4)
+    d, i = idx.Assigner(centroids).nearest(copy, threads=2)
+    assert (i == i_exact[:, 0]).mean() > 0.9
+    assert np.allclose(d, ((copy - centroids[i]) ** 2).sum(axis=1), atol=1e-4)  # the distance to the one given
+    assert d.mean() < 1.02 * d_exact.mean()  # when not the nearest, a near one
+
+
+@pytest.mark.parametrize("factory", ["IVF256,SQ8", "OPQ8_128,IVF256,PQ8"])
+def test_grouped_assignment_adds_what_add_with_ids_adds(photo_descriptors, factory):
+    orig = photo_descriptors[0]
+    ids = np.arange(len(orig), dtype=np.int64) * 3
+    direct = idx.create_index(factory)
+    faiss.ParameterSpace().set_index_parameter(direct, "verbose", 0)
+    idx.train(direct, orig.copy())
+    grouped = faiss.deserialize_index(faiss.serialize_index(direct))
+    assigner = idx.Assigner(faiss.extract_index_ivf(direct).quantizer.reconstruct_n(0, 256), probes=10_000)
+    direct.add_with_ids(orig, ids)
+    for part in (slice(0, 3000), slice(3000, len(orig))):
+        idx.add(grouped, orig[part], ids[part], assigner, threads=2)
+    assert grouped.ntotal == direct.ntotal == len(orig)
+    _same_lists(direct, grouped)
+
+
 @pytest.mark.parametrize("factory", ["IVF16,SQ8", "OPQ8_128,IVF16,PQ8"])
 def test_vectors_encoded_elsewhere_make_the_index_add_makes(factory):
     """What a Dask worker computes (each vector's list and code), appended here, gives the index that
@@ -118,18 +163,7 @@ def test_vectors_encoded_elsewhere_make_the_index_add_makes(factory):
     for part in (slice(0, 2500), slice(2500, 6000)):  # in batches, as the workers return them
         idx.add_encoded(encoded, *idx.encode(encoded, x[part]), ids[part])
     assert encoded.ntotal == direct.ntotal == len(x)
-    a, b = faiss.extract_index_ivf(direct), faiss.extract_index_ivf(encoded)
-    for lst in range(a.nlist):
-        n = a.invlists.list_size(lst)
-        assert b.invlists.list_size(lst) == n
-        if n:
-            assert np.array_equal(
-                faiss.rev_swig_ptr(a.invlists.get_ids(lst), n), faiss.rev_swig_ptr(b.invlists.get_ids(lst), n)
-            )
-            size = n * a.code_size
-            assert np.array_equal(
-                faiss.rev_swig_ptr(a.invlists.get_codes(lst), size), faiss.rev_swig_ptr(b.invlists.get_codes(lst), size)
-            )
+    _same_lists(direct, encoded)
     D1, I1 = direct.search(x[:50], 5)
     D2, I2 = encoded.search(x[:50], 5)
     assert np.array_equal(I1, I2)

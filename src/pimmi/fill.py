@@ -343,9 +343,11 @@ def update_index(
             if rebuild:
                 trained.unlink()
         else:
+            assigner = idx.Assigner.of(index)
             for descriptors, ids in _feature_batches(ws, where, added, pbar):
                 # one call a batch: one coarse-assignment GEMM
-                index.add_with_ids(np.concatenate([rootsift(d) for d in descriptors]), np.concatenate(ids))
+                x = np.concatenate([rootsift(d) for d in descriptors])
+                idx.add(index, x, np.concatenate(ids), assigner, settings.nb_threads)
     idx.save(index, path)
     ws.commit_index(path, added, wanted, built_for=total if rebuild else None)
     done = f"{wanted} {rebuild}" if rebuild else f"{wanted}: {len(added)} images added"
@@ -387,7 +389,8 @@ def _feature_batches(
 def encode_batch(job: EncodeJob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A Dask task: the lists and codes of a batch's RootSIFT descriptors, and their ids."""
     idx.set_threads(1)
-    lists, codes = idx.encode(idx.mapped(job.index_path), rootsift(np.concatenate(job.descriptors)))
+    index = idx.mapped(job.index_path)
+    lists, codes = idx.encode(index, rootsift(np.concatenate(job.descriptors)), idx.mapped_assigner(job.index_path))
     return lists, codes, np.concatenate(job.ids)
 
 
