@@ -131,6 +131,37 @@ def test_grouped_assignment_finds_the_nearest_list(photo_descriptors):
     assert d.mean() < 1.02 * d_exact.mean()  # when not the nearest, a near one
 
 
+def test_grouped_assignment_finds_the_nearest_lists_to_probe(photo_descriptors):
+    orig, copy, _ = photo_descriptors
+    centroids = idx._two_level_centroids(orig, 1024)
+    exact = faiss.IndexFlatL2(idx.DIM)
+    exact.add(centroids)
+    d_exact, i_exact = exact.search(copy, 3)
+    d_all, i_all = idx.Assigner(centroids, probes=10_000).nearest(copy, threads=2, k=3)
+    assert (i_all == i_exact).mean() > 0.999 and np.allclose(d_all, d_exact, atol=1e-4)
+    d, i = idx.Assigner(centroids, probes=idx.SEARCH_GROUP_PROBES).nearest(copy, threads=2, k=2)
+    assert np.all(np.diff(d, axis=1) >= 0)  # nearest first
+    found = np.mean([len(set(a) & set(b)) / 2 for a, b in zip(i, i_exact[:, :2])])
+    assert found > 0.95
+
+
+def test_search_through_grouped_assignment_is_faiss_search(photo_descriptors):
+    orig, copy, _ = photo_descriptors
+    index = idx.create_index("OPQ16_128,IVF256,PQ16")
+    faiss.ParameterSpace().set_index_parameter(index, "verbose", 0)
+    idx.train(index, orig.copy())
+    index.add_with_ids(orig, np.arange(len(orig), dtype=np.int64))
+    idx.set_nprobe(index, 2)
+    searcher = idx.Searcher(index, 0.16)
+    assert searcher.ivf is None and searcher.assigner is None  # few lists: FAISS's own search
+    want = searcher.close(copy, 8)
+    searcher.assigner = idx.Assigner(faiss.extract_index_ivf(index).quantizer.reconstruct_n(0, 256), probes=10_000)
+    got = searcher.close(copy, 8)
+    assert len(want.rows) > 500 and np.array_equal(got.rows, want.rows)
+    assert np.allclose(got.kth, want.kth, atol=1e-4)
+    assert np.array_equal(got.hit_id, want.hit_id)
+
+
 @pytest.mark.parametrize("factory", ["IVF256,SQ8", "OPQ8_128,IVF256,PQ8"])
 def test_grouped_assignment_adds_what_add_with_ids_adds(photo_descriptors, factory):
     orig = photo_descriptors[0]
