@@ -117,11 +117,18 @@ def _same_lists(a: faiss.Index, b: faiss.Index) -> None:
             )
 
 
-def test_grouped_assignment_finds_the_nearest_list(photo_descriptors):
-    orig, copy, _ = photo_descriptors
-    centroids = idx._two_level_centroids(orig, 1024)
+@pytest.fixture(scope="module")
+def centroids(photo_descriptors) -> tuple[np.ndarray, faiss.IndexFlatL2]:
+    """1024 lists' centroids of the photos' descriptors, and an exact search among them."""
+    c = idx._two_level_centroids(photo_descriptors[0], 1024)
     exact = faiss.IndexFlatL2(idx.DIM)
-    exact.add(centroids)
+    exact.add(c)
+    return c, exact
+
+
+def test_grouped_assignment_finds_the_nearest_list(photo_descriptors, centroids):
+    copy = photo_descriptors[1]
+    centroids, exact = centroids
     d_exact, i_exact = exact.search(copy, 1)
     d_all, i_all = idx.Assigner(centroids, probes=10_000).nearest(copy, threads=2)  # every group: exact
     assert (i_all == i_exact[:, 0]).mean() > 0.999 and np.allclose(d_all, d_exact[:, 0], atol=1e-4)
@@ -131,11 +138,9 @@ def test_grouped_assignment_finds_the_nearest_list(photo_descriptors):
     assert d.mean() < 1.02 * d_exact.mean()  # when not the nearest, a near one
 
 
-def test_grouped_assignment_finds_the_nearest_lists_to_probe(photo_descriptors):
-    orig, copy, _ = photo_descriptors
-    centroids = idx._two_level_centroids(orig, 1024)
-    exact = faiss.IndexFlatL2(idx.DIM)
-    exact.add(centroids)
+def test_grouped_assignment_finds_the_nearest_lists_to_probe(photo_descriptors, centroids):
+    copy = photo_descriptors[1]
+    centroids, exact = centroids
     d_exact, i_exact = exact.search(copy, 3)
     d_all, i_all = idx.Assigner(centroids, probes=10_000).nearest(copy, threads=2, k=3)
     assert (i_all == i_exact).mean() > 0.999 and np.allclose(d_all, d_exact, atol=1e-4)
