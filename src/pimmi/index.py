@@ -87,9 +87,14 @@ def add(index: faiss.Index, x: np.ndarray, ids: np.ndarray, assigner: Assigner |
     lists = _lists_of(ivf, x, assigner, threads)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     ivf.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
+    _count_in_wrapper(index, len(x))
+
+
+def _count_in_wrapper(index: faiss.Index, n: int) -> None:
+    """After ``n`` vectors went into the inverted file directly: a wrapper (OPQ) counts its vectors too."""
     outer = faiss.downcast_index(index)
-    if isinstance(outer, faiss.IndexPreTransform):  # the wrapper counts its vectors too
-        outer.ntotal += len(x)
+    if isinstance(outer, faiss.IndexPreTransform):
+        outer.ntotal += n
 
 
 def add_encoded(index: faiss.Index, lists: np.ndarray, codes: np.ndarray, ids: np.ndarray) -> None:
@@ -103,9 +108,7 @@ def add_encoded(index: faiss.Index, lists: np.ndarray, codes: np.ndarray, ids: n
             int(lists[start]), int(end - start), faiss.swig_ptr(ids[start:end]), faiss.swig_ptr(codes[start:end])
         )
     ivf.ntotal += len(ids)
-    outer = faiss.downcast_index(index)
-    if isinstance(outer, faiss.IndexPreTransform):  # the wrapper counts its vectors too
-        outer.ntotal += len(ids)
+    _count_in_wrapper(index, len(ids))
 
 
 @lru_cache(maxsize=2)
