@@ -91,7 +91,7 @@ def test_list_scan_finds_what_faiss_search_finds(photo_descriptors, factory):
     for k in (8, 32, 4096):  # 4096: more than two lists hold, so the k-th neighbour is missing (inf)
         D, ids = idx.search(index, queries, k)
         want = idx.Close.from_knn(D, ids, max_d2)
-        got = searcher._scan(queries, k)
+        got = searcher._scan(queries, k, searcher.probes(queries).lists)
         assert len(want.rows) > 1000
         assert np.array_equal(got.rows, want.rows)
         finite = np.isfinite(want.kth)
@@ -203,3 +203,22 @@ def test_vectors_encoded_elsewhere_make_the_index_add_makes(factory):
     D1, I1 = direct.search(x[:50], 5)
     D2, I2 = encoded.search(x[:50], 5)
     assert np.array_equal(I1, I2)
+
+
+@pytest.mark.parametrize("factory", ["IVF64,SQ8", "IVF64_HNSW32,SQ8", "OPQ16_128,IVF64,PQ16"])
+def test_probes_found_once_serve_every_round(photo_descriptors, factory):
+    # A search asks its rows again with more neighbours: their lists, found once, give what a new search gives.
+    orig, copy, _ = photo_descriptors
+    index = idx.create_index(factory)
+    faiss.ParameterSpace().set_index_parameter(index, "verbose", 0)
+    idx.train(index, orig.copy())
+    index.add_with_ids(orig, np.arange(len(orig), dtype=np.int64))
+    idx.set_nprobe(index, 2)
+    searcher = idx.Searcher(index, 0.16)
+    probes = searcher.probes(copy)
+    rows = np.arange(0, len(copy), 3)
+    for k in (8, 32):
+        want = searcher.close(copy[rows], k)
+        got = searcher.close(copy[rows], k, probes[rows])
+        assert len(want.rows) > 100 and np.array_equal(got.rows, want.rows)
+        assert np.array_equal(got.hit_id, want.hit_id) and np.allclose(got.hit_d, want.hit_d, atol=1e-4)

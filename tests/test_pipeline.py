@@ -147,9 +147,9 @@ def test_search_thread_uses_the_thread_setting(demo_run, tmp_path, monkeypatch):
     seen = []
     close = idx.Searcher.close
 
-    def spy(self, queries, k):
+    def spy(self, queries, k, probes=None):
         seen.append(faiss.omp_get_max_threads())
-        return close(self, queries, k)
+        return close(self, queries, k, probes)
 
     monkeypatch.setattr(idx.Searcher, "close", spy)
     ws = shutil.copytree(demo_run["ws"], tmp_path / "ws")

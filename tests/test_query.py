@@ -54,3 +54,17 @@ def test_viral_copies_are_all_found_and_look_alike_shapes_stay_out(tmp_path):
     assert len([p for p in found if "/copy" in p]) == COPIES  # needs more than 8 neighbours per keypoint
     assert stats.requeried_descriptors > 0
     assert not any(("shapes/" in m.query_path) != ("shapes/" in m.result_path) for m in matches)
+
+
+def test_records_read_as_met_are_the_catalogues(demo_run):
+    from pimmi.workspace import Workspace
+
+    with Workspace(demo_run["viewed"], create=False) as ws:
+        every = {r.id: r for r in ws.images()}
+        records = ws.records()
+        some = sorted(every)[::3]
+        records.load(some)
+        assert [records[i] for i in some] == [every[i] for i in some]
+        assert records[max(every)] == every[max(every)] and len(records) == len(every)
+        assert max(every) + 1 not in records and records.get(max(every) + 1) is None
+        assert list(records) == sorted(every)

@@ -373,6 +373,18 @@ class Close:
         return cls(rows, kth, r, ids[r, c], D[r, c])
 
 
+@dataclass(frozen=True)
+class Probes:
+    """The inverted lists each query visits, nearest first: distances to their centroids, list ids
+    (queries x nprobe)."""
+
+    distances: np.ndarray
+    lists: np.ndarray
+
+    def __getitem__(self, rows: np.ndarray) -> Probes:
+        return Probes(self.distances[rows], self.lists[rows])
+
+
 class Searcher:
     """Neighbours within a distance for batches of queries: FAISS's search, or for an IVF index with
     8-bit (SQ8) or float codes and batches that fill its lists, a scan of each probed list by one
@@ -406,21 +418,31 @@ class Searcher:
         self._pool: ThreadPoolExecutor | None = None
         self._threads = 0
 
-    def close(self, queries: np.ndarray, k: int) -> Close:
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        ivf = self.ivf
-        if ivf is None or len(queries) * ivf.nprobe < SCAN_MIN_QUERIES_PER_LIST * ivf.nlist:
-            D, ids = search(self.index, queries, k) if self.assigner is None else self._preassigned(queries, k)
-            return Close.from_knn(D, ids, self.max_d2)
-        return self._scan(queries, k)
-
-    def _preassigned(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """FAISS's search, the probed lists found by the assigner."""
+    def probes(self, queries: np.ndarray) -> Probes | None:
+        """The lists each query visits (None for an index without lists): found once, they serve every
+        round of a search that asks the same rows again for more neighbours (``close``'s ``probes``)."""
         ivf = _ivf(self.index)
+        if ivf is None:
+            return None
         x = _transformed(self.index, queries)
-        Dq, Iq = self.assigner.nearest(x, max(1, faiss.omp_get_max_threads()), k=ivf.nprobe)
-        shape = (len(x), ivf.nprobe)
-        return ivf.search_preassigned(x, max(1, min(k, self.index.ntotal)), Iq.reshape(shape), Dq.reshape(shape))
+        if self.assigner is None:
+            return Probes(*ivf.quantizer.search(x, ivf.nprobe))
+        d, lists = self.assigner.nearest(x, max(1, faiss.omp_get_max_threads()), k=ivf.nprobe)
+        return Probes(d.reshape(len(x), -1), lists.reshape(len(x), -1))
+
+    def close(self, queries: np.ndarray, k: int, probes: Probes | None = None) -> Close:
+        """The neighbours of ``queries`` (``Close``); ``probes``: their lists, when ``probes`` gave them."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        ivf = _ivf(self.index)
+        if ivf is None:
+            return Close.from_knn(*search(self.index, queries, k), self.max_d2)
+        if probes is None:
+            probes = self.probes(queries)
+        if self.ivf is not None and len(queries) * ivf.nprobe >= SCAN_MIN_QUERIES_PER_LIST * ivf.nlist:
+            return self._scan(queries, k, probes.lists)
+        k = max(1, min(k, self.index.ntotal))
+        D, ids = ivf.search_preassigned(_transformed(self.index, queries), k, probes.lists, probes.distances)
+        return Close.from_knn(D, ids, self.max_d2)
 
     def _codes(self, lst: int) -> np.ndarray:
         """List ``lst``'s codes as floats, the SQ8 scale applied (a new array: the index is not touched)."""
@@ -449,9 +471,8 @@ class Searcher:
             self._lists = lists
         return self._lists
 
-    def _scan(self, xq: np.ndarray, k: int) -> Close:
-        ivf, nprobe = self.ivf, self.ivf.nprobe
-        _, assign = ivf.quantizer.search(xq, nprobe)
+    def _scan(self, xq: np.ndarray, k: int, assign: np.ndarray) -> Close:
+        nprobe = self.ivf.nprobe
         flat = assign.ravel()
         order = np.argsort(flat, kind="stable")  # the (query, probe) pairs grouped by list
         lists = flat[order]

@@ -30,7 +30,7 @@ from pimmi.progress import bar
 from pimmi.settings import Settings
 from pimmi.sift import Features, mirror, rootsift
 from pimmi.verify import FULL_CELLS, PairJob, PairResult, check_pair, check_pairs
-from pimmi.workspace import ImageRecord, Workspace, WorkspaceError
+from pimmi.workspace import ImageRecord, ImageRecords, Workspace, WorkspaceError
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +154,14 @@ def query(
             # The matches of the images not searched stand up to the images never queried, which this run
             # (or, interrupted, the next) searches and stores both ways: they stand for the current index.
             ws.mark_queried(plan.standing)
-            records = {r.id: r for r in ws.images()}
+            records = ws.records()  # read as met: a million records took 15 s to read at once
             changed: set[int] = set()
             if plan.search:
                 remote = executor if isinstance(executor, DaskExecutor) else None
                 index = None
                 if remote is None:  # on a cluster, the workers read the index
                     idx.set_threads(settings.nb_threads)
-                    index = idx.load(index_path)
+                    index = idx.load(index_path, mmap=True)  # read as searched, shared with the page cache
                     idx.set_nprobe(index, settings.index_nprobe)
                 # With 2 workers the search thread keeps both cores busy and verification in the main thread
                 # fills the gaps (measured: the pool was 10 % slower); with more, the pool verifies faster.
@@ -204,7 +204,9 @@ def plan_query(ws: Workspace, folder: list[int], settings: Settings | None, requ
     the matches of an image with a new one come from the new one's search (which finds the image when it
     is itself indexed). An exact duplicate's matches are its original's: copied again when those changed
     (the original searched for it when its own matches do not stand)."""
-    state = {i: rest for i, *rest in ws.query_state()}  # status, indexed, entered, queried, duplicate of
+    state = {i: rest for i, *rest in ws.query_state(folder)}  # status, indexed, entered, queried, duplicate of
+    originals = {st[4] for st in state.values() if st[0] == "duplicate" and st[4] is not None}
+    state |= {i: rest for i, *rest in ws.query_state(sorted(originals - state.keys()))}
     stored = ws.get_meta("match_settings")
     reason = "--requery" if requery else ""
     if not reason and settings and stored is not None and json.loads(stored) != settings.match_settings():
@@ -213,17 +215,23 @@ def plan_query(ws: Workspace, folder: list[int], settings: Settings | None, requ
         reason = "match settings changed since the last query: " + ", ".join(diff)
     in_folder = [i for i in folder if state[i][0] in ("ok", "duplicate")]
     new = {i for i in in_folder if state[i][3] is None}
-    results = {i: e or 0 for i, (st, indexed, e, _, _) in state.items() if st == "ok" and indexed}
-    newest = max(results.values(), default=0)
-    newest_not_searched = max((e for i, e in results.items() if i not in new), default=0)
+    # Indexed images by the generation they entered at (counted in the catalogue: there may be millions),
+    # then without the new images of the folder, which this run searches.
+    entered = ws.indexed_generations()
+    newest = max(entered, default=0)
+    for i in new:
+        st, indexed, e, _, _ = state[i]
+        if st == "ok" and indexed:
+            entered[e or 0] -= 1
+    newest_not_searched = max((e for e, n in entered.items() if n > 0), default=0)
 
     def stale(i: int) -> bool:
-        queried = state[i][3]
+        st, indexed, _, queried, _ = state[i]
         if reason or queried is None:
             return True
         # A new indexed image found by nobody's search now, or any new one when this image is not
         # indexed (their searches cannot find it).
-        return queried < (newest_not_searched if i in results else newest)
+        return queried < (newest_not_searched if st == "ok" and indexed else newest)
 
     search = [i for i in in_folder if state[i][0] == "ok" and stale(i)]
     searched = set(search)
@@ -241,12 +249,14 @@ def plan_query(ws: Workspace, folder: list[int], settings: Settings | None, requ
 
 
 def stored_matches(
-    ws: Workspace, images: list[ImageRecord], records: dict[int, ImageRecord], nb_per_pack: int, stats: QueryStats
+    ws: Workspace, images: list[ImageRecord], records: ImageRecords, nb_per_pack: int, stats: QueryStats
 ) -> Iterator[Match]:
     """The stored matches of ``images``, in their order, with the images still there."""
     for position, rec in enumerate(images):
         pack = position // max(1, nb_per_pack)
-        for m in ws.stored_matches(rec.id):
+        stored = ws.stored_matches(rec.id)
+        records.load(m["result_id"] for m in stored)  # read together
+        for m in stored:
             other = records.get(m["result_id"])
             if other is None or other.status == "missing":
                 continue
@@ -281,7 +291,7 @@ def stored_match(m: dict, q: ImageRecord, r: ImageRecord, pack: int) -> Match:
 
 
 def refresh_duplicates(
-    ws: Workspace, records: dict[int, ImageRecord], duplicates: list[int], changed: set[int], run_id: int
+    ws: Workspace, records: ImageRecords, duplicates: list[int], changed: set[int], run_id: int
 ) -> None:
     """Store again the matches of the exact duplicates ``duplicates`` whose original's matches ``changed``
     in this run (or that have none yet): the original's, with the duplicate on the query side."""
@@ -318,7 +328,7 @@ class Matcher:
         settings: Settings,
         stats: QueryStats,
         executor: Executor | None = None,
-        records: dict[int, ImageRecord] | None = None,
+        records: ImageRecords | None = None,
         remote: DaskExecutor | None = None,
         index_path: Path | None = None,
     ):
@@ -328,12 +338,11 @@ class Matcher:
         self.ws, self.index, self.s, self.stats, self.executor = ws, index, settings, stats, executor
         self.remote, self.index_path = remote, index_path
         self.searcher = idx.Searcher(index, settings.query_match_max_dist**2) if index is not None else None
-        self.records: dict[int, ImageRecord] = records if records is not None else {r.id: r for r in ws.images()}
+        self.records: ImageRecords = records if records is not None else ws.records()
         # Indexed images a search may find: not those gone from the folder, nor those changed since indexed
         # (the index holds their old descriptors until the next fill).
-        indexed = ws.query_state()
-        self.findable = np.zeros(max((i for i, *_ in indexed), default=0) + 1, bool)
-        self.findable[[i for i, status, ix, *_ in indexed if status == "ok" and ix]] = True
+        self.findable = np.zeros(ws.last_image_id() + 1, bool)
+        self.findable[ws.indexed_ids()] = True
         self.done: dict[tuple[int, int, bool], PairResult] = {}  # unordered pairs verified so far
         # Shared overlays: whether each side of a pair saw the match as standing on one, and the matches
         # held back until the other side says (a match is refused only when both sides see an overlay).
@@ -432,6 +441,7 @@ class Matcher:
         pairs = _candidate_pairs(q.local[q_rows], q.mirrored[q_rows], r_img, q.kp[q_rows], self.s)
         self.stats.candidates += len(pairs)
         keypoints = self.ws.keypoints(sorted({int(r) for _, _, r, _ in pairs}))
+        self.records.load(keypoints)  # read together
         jobs = []
         for local, mirrored, result_id, sel in pairs:
             rec, f = batch[local], feats[batch[local].id]
@@ -597,8 +607,9 @@ def neighbours(
     k = min(s.query_sift_knn, ntotal)
     likely: np.ndarray | None = None
     found, requeried = [], 0
+    probes = searcher.probes(q.vectors)  # the rows asked again keep their lists
     while len(rows):
-        near = searcher.close(q.vectors[rows], k)
+        near = searcher.close(q.vectors[rows], k, None if probes is None else probes[rows])
         exhausted = k >= min(s.query_adaptative_knn_max, ntotal)
         at = np.searchsorted(near.rows, near.hit_row)  # each hit's row in near.rows
         pair = (q.image[rows[near.hit_row]] << 32) | idx.unpack_ids(near.hit_id)[0]  # (query, indexed image)
