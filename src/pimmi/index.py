@@ -412,7 +412,7 @@ class Searcher:
                 self.scale = (vdiff / 255).astype(np.float32)
                 self.base = (vmin + 0.5 * self.scale).astype(np.float32)
         self.ivf = ivf
-        inverted = _ivf(index)
+        self.inverted = inverted = _ivf(index)  # the inverted file, inside any transform (None: no lists)
         if inverted is not None:
             # FAISS's search splits its queries between threads before calling search_preassigned, which
             # is called here directly: over queries in its own threads (3), not one thread (0: measured at
@@ -427,7 +427,7 @@ class Searcher:
     def probes(self, queries: np.ndarray) -> Probes | None:
         """The lists each query visits (None for an index without lists): found once, they serve every
         round of a search that asks the same rows again for more neighbours (``close``'s ``probes``)."""
-        ivf = _ivf(self.index)
+        ivf = self.inverted
         if ivf is None:
             return None
         x = _transformed(self.index, queries)
@@ -439,7 +439,7 @@ class Searcher:
     def close(self, queries: np.ndarray, k: int, probes: Probes | None = None) -> Close:
         """The neighbours of ``queries`` (``Close``); ``probes``: their lists, when ``probes`` gave them."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        ivf = _ivf(self.index)
+        ivf = self.inverted
         if ivf is None:
             return Close.from_knn(*search(self.index, queries, k), self.max_d2)
         if probes is None:
